@@ -1,0 +1,161 @@
+"""The ``rstack`` command. Thin: parse, build the config once, call the library, map errors to exit codes.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rstack.errors import RstackError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Leakage-safe stacked ensembles, Spark on Ray.")
+data_app = typer.Typer(no_args_is_help=True, help="Make and inspect kline datasets.")
+app.add_typer(data_app, name="data")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "laptop.yaml"
+
+
+def _setup_logging(verbose: bool) -> None:
+    root = logging.getLogger("rstack")
+    root.setLevel(logging.DEBUG)
+    # Replace, not reuse: a second invocation in one process may have a different sys.stderr.
+    for h in [h for h in root.handlers if getattr(h, "_rstack_console", False)]:
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console._rstack_console = True  # type: ignore[attr-defined]
+    console.setFormatter(logging.Formatter("%(asctime)s rstack: %(message)s", "%H:%M:%S"))
+    console.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.addHandler(console)
+    root.propagate = False
+    import ray  # noqa: F401 - importing ray resets its logger levels; set ours after it
+
+    for noisy in ("py4j", "ray", "raydp", "pyspark"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def _fail(exc: RstackError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def format_metrics(metrics: dict[str, dict[str, Any]]) -> str:
+    head = (
+        f"{'model':<24}{'ROC-AUC':>9}{'PR-AUC':>9}{'logloss':>9}{'Brier':>8}{'rows':>9}{'pos%':>7}   tp/fp/tn/fn @0.5"
+    )
+    lines = [head, "-" * len(head)]
+    for name, m in metrics.items():
+        c = m["confusion"]
+        lines.append(
+            f"{name:<24}{m['roc_auc']:>9.4f}{m['pr_auc']:>9.4f}{m['log_loss']:>9.4f}{m['brier']:>8.4f}"
+            f"{m['rows']:>9d}{100 * m['positive_rate']:>7.1f}   {c['tp']}/{c['fp']}/{c['tn']}/{c['fn']}"
+        )
+    return "\n".join(lines)
+
+
+@app.command()
+def train(
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder of kline Parquet files (one per symbol, or several with a symbol column).",
+            envvar="RSTACK_DATA_DIR",
+            show_default=False,
+        ),
+    ] = None,
+    models: Annotated[
+        Path, typer.Option("--models", "-m", help="Folder that receives the run.", envvar="RSTACK_MODELS")
+    ] = Path("models"),
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="YAML config; defaults to configs/laptop.yaml when present.", envvar="RSTACK_CONFIG"
+        ),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Symbols per Level-0 model.")] = None,
+    horizon: Annotated[int | None, typer.Option(help="Label look-ahead in bars.")] = None,
+    feature_set: Annotated[str | None, typer.Option(help="seed or extended.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Level-0 batches fitted at once.")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address; omit to start a local Ray.", envvar="RAY_ADDRESS")
+    ] = None,
+    executors: Annotated[int | None, typer.Option(help="Spark executors.")] = None,
+    executor_cores: Annotated[int | None, typer.Option(help="Cores per Spark executor.")] = None,
+    executor_memory: Annotated[str | None, typer.Option(help="Memory per executor, e.g. 2g.")] = None,
+    dashboard: Annotated[
+        bool | None, typer.Option("--dashboard/--no-dashboard", help="Start the Ray dashboard with a local Ray.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
+) -> None:
+    """Train, evaluate and save a 3-level stacked ensemble."""
+    from rstack.config import load_config
+    from rstack.runtime import Runtime
+    from rstack.train import train as run_train
+
+    _setup_logging(verbose)
+    if data_dir is None:
+        typer.echo("error: give DATA_DIR (or set RSTACK_DATA_DIR); `rstack data synth DIR` makes a demo set", err=True)
+        raise typer.Exit(2)
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    overrides = {
+        "level0.batch_size": batch_size,
+        "label.horizon": horizon,
+        "features.feature_set": feature_set,
+        "level0.concurrency": concurrency,
+        "runtime.address": address,
+        "runtime.num_executors": executors,
+        "runtime.executor_cores": executor_cores,
+        "runtime.executor_memory": executor_memory,
+        "runtime.dashboard": dashboard,
+    }
+    try:
+        cfg = load_config(config, overrides)
+        runtime = Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + 2)
+        try:
+            result = run_train(data_dir, models, cfg, runtime)
+        finally:
+            runtime.stop()
+    except RstackError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    m = result.manifest
+    typer.echo(f"\nrun {m['run_id']} -> {result.run_dir}")
+    typer.echo(f"test segment from {m['cutoffs']['cutoffs_utc'][2]}, {m['rows_by_segment']['test']} rows\n")
+    typer.echo(format_metrics(m["metrics"]))
+    t = m["timings"]
+    stages = ["startup", "features", "level0", "level1_level2", "save", "total"]
+    typer.echo("\nseconds: " + ", ".join(f"{k} {t[k]:.1f}" for k in stages))
+
+
+@data_app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write one Parquet file per symbol into.")],
+    symbols: Annotated[int, typer.Option(help="Number of symbols.")] = 12,
+    rows: Annotated[int, typer.Option(help="Candles per symbol.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 7,
+    interval: Annotated[str, typer.Option(help="Candle interval: 1m, 5m, 15m, 1h, 4h.")] = "1h",
+) -> None:
+    """Write synthetic klines (GARCH volatility clustering, fat tails) in rstack's layout."""
+    from rstack.synth import write_synthetic
+
+    try:
+        paths = write_synthetic(out, symbols=symbols, rows=rows, seed=seed, interval=interval)
+    except RstackError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"wrote {len(paths)} files x {rows} rows to {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""Typed configuration, validated once: defaults < YAML file < environment < CLI flags.
+
+Environment variables are ``RSTACK_<SECTION>__<FIELD>`` (e.g. ``RSTACK_LEVEL0__BATCH_SIZE=4``);
+CLI flags arrive as dotted keys (``{"level0.batch_size": 4}``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rstack.errors import ConfigError
+
+FEATURE_SETS = ("seed", "extended")
+ENV_PREFIX = "RSTACK_"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    feature_set: str = "extended"
+    rv_windows: tuple[int, ...] = (5, 10, 20, 50)
+    volume_z_window: int = 20
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    horizon: int = 5
+    label_quantile: float = 0.5
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    # L0-train, L1-fit, L2-fit, test: consecutive in time, one global cutoff set.
+    fractions: tuple[float, float, float, float] = (0.7, 0.1, 0.1, 0.1)
+    embargo: int = 0
+    min_train_rows: int = 100
+
+
+@dataclass(frozen=True)
+class Level0Config:
+    batch_size: int = 10
+    concurrency: int = 2
+    num_trees: int = 100
+    max_depth: int = 10
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Level1Config:
+    num_trees: int = 50
+    max_depth: int = 8
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Level2Config:
+    max_iter: int = 100
+    reg_param: float = 0.01
+    elastic_net_param: float = 0.5
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    address: str | None = None
+    num_cpus: int | None = None
+    num_executors: int = 1
+    executor_cores: int = 2
+    executor_memory: str = "2g"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+    dashboard: bool = True
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    ray_temp_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    level0: Level0Config = field(default_factory=Level0Config)
+    level1: Level1Config = field(default_factory=Level1Config)
+    level2: Level2Config = field(default_factory=Level2Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with dotted-key overrides applied and validated."""
+        return build_config(_merge(self.to_dict(), _nest(overrides, "override")))
+
+
+def _nest(flat: Mapping[str, Any], origin: str) -> dict[str, dict[str, Any]]:
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"{origin}: key {key!r} must be SECTION.FIELD, e.g. level0.batch_size")
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in extra.items():
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Turn YAML/env/CLI values into the declared type, or say which key is wrong."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        elem = args[0]
+        items = tuple(_coerce(v, elem, where) for v in value)
+        if args[-1] is not Ellipsis and len(items) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(items)}: {value!r}")
+        return items
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if hint is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {hint!r}")
+
+
+def build_config(raw: Mapping[str, Any]) -> Config:
+    sections: dict[str, Any] = {}
+    hints = typing.get_type_hints(Config)
+    for section, values in raw.items():
+        if section not in hints:
+            known = ", ".join(hints)
+            raise ConfigError(f"unknown config section {section!r}; known sections: {known}")
+        cls = hints[section]
+        field_hints = typing.get_type_hints(cls)
+        kwargs = {}
+        for name, value in (values or {}).items():
+            if name not in field_hints:
+                known = ", ".join(field_hints)
+                raise ConfigError(f"unknown config key {section}.{name}; known keys: {known}")
+            kwargs[name] = _coerce(value, field_hints[name], f"{section}.{name}")
+        sections[section] = cls(**kwargs)
+    config = Config(**sections)
+    validate(config)
+    return config
+
+
+def validate(c: Config) -> None:
+    def need(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} = {value!r} is invalid: {rule}")
+
+    need(
+        c.features.feature_set in FEATURE_SETS,
+        "features.feature_set",
+        c.features.feature_set,
+        f"use one of {', '.join(FEATURE_SETS)}",
+    )
+    need(
+        all(w >= 2 for w in c.features.rv_windows) and len(c.features.rv_windows) >= 2,
+        "features.rv_windows",
+        c.features.rv_windows,
+        "give at least two windows, each >= 2 bars",
+    )
+    need(c.features.volume_z_window >= 2, "features.volume_z_window", c.features.volume_z_window, "use >= 2 bars")
+    need(c.label.horizon >= 1, "label.horizon", c.label.horizon, "use >= 1 bar")
+    need(
+        0.0 < c.label.label_quantile < 1.0,
+        "label.label_quantile",
+        c.label.label_quantile,
+        "use a value strictly between 0 and 1",
+    )
+    f = c.split.fractions
+    need(
+        all(x > 0 for x in f) and abs(sum(f) - 1.0) < 1e-9,
+        "split.fractions",
+        f,
+        "give four positive fractions (L0-train, L1-fit, L2-fit, test) that sum to 1",
+    )
+    need(c.split.embargo >= 0, "split.embargo", c.split.embargo, "use >= 0 bars")
+    need(c.split.min_train_rows >= 1, "split.min_train_rows", c.split.min_train_rows, "use >= 1")
+    need(c.level0.batch_size >= 1, "level0.batch_size", c.level0.batch_size, "use >= 1")
+    need(c.level0.concurrency >= 1, "level0.concurrency", c.level0.concurrency, "use >= 1")
+    for key in ("level0", "level1"):
+        lvl = getattr(c, key)
+        need(lvl.num_trees >= 1, f"{key}.num_trees", lvl.num_trees, "use >= 1")
+        need(1 <= lvl.max_depth <= 30, f"{key}.max_depth", lvl.max_depth, "use 1..30 (Spark's limit)")
+    need(c.level2.max_iter >= 1, "level2.max_iter", c.level2.max_iter, "use >= 1")
+    need(c.level2.reg_param >= 0, "level2.reg_param", c.level2.reg_param, "use >= 0")
+    need(0 <= c.level2.elastic_net_param <= 1, "level2.elastic_net_param", c.level2.elastic_net_param, "use 0..1")
+    need(0 < c.eval.threshold < 1, "eval.threshold", c.eval.threshold, "use a value in (0, 1)")
+    r = c.runtime
+    need(r.num_executors >= 1, "runtime.num_executors", r.num_executors, "use >= 1")
+    need(r.executor_cores >= 1, "runtime.executor_cores", r.executor_cores, "use >= 1")
+    need(r.shuffle_partitions >= 1, "runtime.shuffle_partitions", r.shuffle_partitions, "use >= 1")
+    need(
+        r.num_cpus is None or r.num_cpus > r.num_executors * r.executor_cores,
+        "runtime.num_cpus",
+        r.num_cpus,
+        "Ray needs more logical CPUs than executors x cores, or executors starve Ray tasks",
+    )
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    flat = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and "__" in key:
+            section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
+            flat[f"{section}.{name}"] = value
+    return _nest(flat, "environment")
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults, then the YAML file, then ``RSTACK_*`` env vars, then CLI overrides."""
+    raw: dict[str, Any] = Config().to_dict()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"config file {path} must hold a mapping of sections")
+        raw = _merge(raw, loaded)
+    raw = _merge(raw, _from_env(os.environ if environ is None else environ))
+    if overrides:
+        raw = _merge(raw, _nest({k: v for k, v in overrides.items() if v is not None}, "override"))
+    return build_config(raw)

@@ -1,0 +1,131 @@
+"""Backward-looking window features and the forward-volatility label, all per symbol in time order.
+
+Every window is ``Window.partitionBy("symbol").orderBy("open_time")`` with frames ending at the
+current row (features) or starting after it (label only). A rolling value is defined only when its
+window is full, so warm-up rows are null and get dropped (and counted) by the caller.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rstack.config import FeatureConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, WindowSpec
+
+SEED_FEATURES = (
+    "lag1_close",
+    "lag2_close",
+    "lag3_close",
+    "return_1",
+    "return_2",
+    "hl_spread",
+    "std_5",
+    "std_10",
+    "lag1_volume",
+    "volume_change",
+    "mean_5",
+    "price_ma_ratio",
+)
+
+# Repairs applied instead of dividing by zero; each is counted and reported by the caller.
+REPAIR_FLAGS = ("repair_zero_prev_volume", "repair_flat_long_rv", "repair_flat_volume_window")
+
+
+def extended_names(cfg: FeatureConfig) -> tuple[str, ...]:
+    short, long = min(cfg.rv_windows), max(cfg.rv_windows)
+    return (
+        "log_return_1",
+        *(f"rv_{w}" for w in cfg.rv_windows),
+        f"rv_ratio_{short}_{long}",
+        "log_hl",
+        "log_hl_ma_10",
+        f"volume_z_{cfg.volume_z_window}",
+    )
+
+
+def feature_names(cfg: FeatureConfig) -> list[str]:
+    if cfg.feature_set == "seed":
+        return list(SEED_FEATURES)
+    return [*SEED_FEATURES, *extended_names(cfg)]
+
+
+def _ordered() -> WindowSpec:
+    from pyspark.sql import Window
+
+    return Window.partitionBy("symbol").orderBy("open_time")
+
+
+def _full(fn: str, col: Column, start: int, end: int) -> Column:
+    """Aggregate over rows [start, end] relative to the current one; null unless the frame is full."""
+    from pyspark.sql import functions as F
+
+    frame = _ordered().rowsBetween(start, end)
+    size = end - start + 1
+    agg = getattr(F, fn)(col).over(frame)
+    return F.when(F.count(col).over(frame) == size, agg)
+
+
+def _rms(col: Column, start: int, end: int) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.sqrt(_full("avg", col * col, start, end))
+
+
+def add_features(df: DataFrame, cfg: FeatureConfig, horizon: int) -> DataFrame:
+    """Adds feature columns, repair flags, ``trail_rv`` (baseline), ``fwd_rv`` and ``label_end_time``."""
+    from pyspark.sql import functions as F
+
+    w = _ordered()
+    close, volume = F.col("close"), F.col("volume")
+    out = df.select(
+        "*",
+        F.lag(close, 1).over(w).alias("lag1_close"),
+        F.lag(close, 2).over(w).alias("lag2_close"),
+        F.lag(close, 3).over(w).alias("lag3_close"),
+        F.lag(volume, 1).over(w).alias("lag1_volume"),
+        _full("stddev_samp", close, -4, 0).alias("std_5"),
+        _full("stddev_samp", close, -9, 0).alias("std_10"),
+        _full("avg", close, -4, 0).alias("mean_5"),
+        F.log(close / F.lag(close, 1).over(w)).alias("log_return_1"),
+        F.log(F.col("high") / F.col("low")).alias("log_hl"),
+    )
+    prev_vol = F.col("lag1_volume")
+    out = out.select(
+        "*",
+        (close / F.col("lag1_close") - 1).alias("return_1"),
+        (close / F.col("lag2_close") - 1).alias("return_2"),
+        ((F.col("high") - F.col("low")) / close).alias("hl_spread"),
+        # Zero-volume candles are real (Binance fills empty bars); a change from zero is undefined,
+        # so it is set to 0 and counted rather than left as inf.
+        F.when(prev_vol > 0, volume / prev_vol - 1).when(prev_vol.isNotNull(), F.lit(0.0)).alias("volume_change"),
+        F.when(prev_vol.isNotNull(), prev_vol == 0).alias("repair_zero_prev_volume"),
+        (close / F.col("mean_5")).alias("price_ma_ratio"),
+    )
+
+    lr = F.col("log_return_1")
+    rv_cols = [_rms(lr, -(win - 1), 0).alias(f"rv_{win}") for win in cfg.rv_windows]
+    zw = cfg.volume_z_window
+    out = out.select(
+        "*",
+        *rv_cols,
+        _full("avg", F.col("log_hl"), -9, 0).alias("log_hl_ma_10"),
+        # Trailing window excludes the current bar, so the z-score asks "is this bar unusual".
+        _full("avg", volume, -zw, -1).alias("_vol_mean"),
+        _full("stddev_samp", volume, -zw, -1).alias("_vol_std"),
+        _rms(lr, -(horizon - 1), 0).alias("trail_rv"),
+        _rms(lr, 1, horizon).alias("fwd_rv"),
+        F.lead(F.col("open_time"), horizon).over(w).alias("label_end_time"),
+    )
+    short, long = min(cfg.rv_windows), max(cfg.rv_windows)
+    rv_s, rv_l = F.col(f"rv_{short}"), F.col(f"rv_{long}")
+    vmean, vstd = F.col("_vol_mean"), F.col("_vol_std")
+    out = out.select(
+        "*",
+        F.when(rv_l > 0, rv_s / rv_l).when(rv_l.isNotNull(), F.lit(1.0)).alias(f"rv_ratio_{short}_{long}"),
+        F.when(rv_l.isNotNull(), rv_l == 0).alias("repair_flat_long_rv"),
+        F.when(vstd > 0, (volume - vmean) / vstd).when(vstd.isNotNull(), F.lit(0.0)).alias(f"volume_z_{zw}"),
+        F.when(vstd.isNotNull(), vstd == 0).alias("repair_flat_volume_window"),
+    )
+    return out.drop("_vol_mean", "_vol_std")

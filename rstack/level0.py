@@ -1,0 +1,90 @@
+"""Level 0: one RandomForest per batch of symbols, fitted on that batch's L0-train rows only.
+
+A plain function over a Spark DataFrame, so it can be tested without Ray; ``train.py`` makes it a
+named Ray actor task where it is dispatched.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from rstack.config import Level0Config
+
+if TYPE_CHECKING:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    batch_id: int
+    symbols: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"batch_{self.batch_id:03d}"
+
+    @property
+    def column(self) -> str:
+        return f"l0_{self.name}"
+
+
+def probability_of_one(model: PipelineModel, df: DataFrame, alias: str) -> DataFrame:
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    return model.transform(df).select("symbol", "open_time", vector_to_array(F.col("probability"))[1].alias(alias))
+
+
+def fit_level0_batch(
+    table: DataFrame,
+    batch: BatchSpec,
+    feature_cols: list[str],
+    cfg: Level0Config,
+    model_path: str,
+) -> tuple[dict[str, Any], pa.Table]:
+    """Fit, save, and score the L1-fit, L2-fit and test rows of every symbol.
+
+    Returns (batch metadata, Arrow table of symbol, open_time, probability).
+    """
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import RandomForestClassifier
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.sql import functions as F
+
+    started = time.time()
+    train = table.where((F.col("segment") == 0) & F.col("symbol").isin(list(batch.symbols)))
+    pipeline = Pipeline(
+        stages=[
+            VectorAssembler(inputCols=feature_cols, outputCol="features"),
+            RandomForestClassifier(
+                labelCol="label",
+                featuresCol="features",
+                numTrees=cfg.num_trees,
+                maxDepth=cfg.max_depth,
+                seed=cfg.seed,
+            ),
+        ]
+    )
+    model = pipeline.fit(train)
+    fitted = time.time()
+    model.write().overwrite().save(model_path)
+    scored = probability_of_one(model, table.where(F.col("segment") > 0), batch.column).toPandas()
+    predictions = pa.Table.from_pandas(scored, preserve_index=False)
+    rf = model.stages[-1]
+    meta = {
+        "batch_id": batch.batch_id,
+        "name": batch.name,
+        "symbols": list(batch.symbols),
+        "feature_importances": dict(zip(feature_cols, rf.featureImportances.toArray().tolist(), strict=True)),
+        "scored_rows": predictions.num_rows,
+        "started": started,
+        "fit_seconds": fitted - started,
+        "ended": time.time(),
+    }
+    meta["seconds"] = meta["ended"] - started
+    return meta, predictions

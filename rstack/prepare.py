@@ -1,0 +1,219 @@
+"""The shared training table: features, per-symbol label thresholds, global segments, all counted.
+
+Runs once per training run on the Spark session; the result is persisted and every Level-0 batch
+reads only its own symbols from it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from rstack.config import Config
+from rstack.data import Dataset, read_klines
+from rstack.errors import InputError
+from rstack.features import add_features, feature_names
+from rstack.segments import PURGED, SEGMENTS, Cutoffs, compute_cutoffs, segment_column
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+BASELINE_COL = "baseline_p"
+
+
+def _bar_ms(df: DataFrame) -> int:
+    """The most common spacing between consecutive candles, over all symbols."""
+    from pyspark.sql import functions as F
+
+    row = (
+        df.where(F.col("_dt").isNotNull() & (F.col("_dt") > 0))
+        .groupBy("_dt")
+        .count()
+        .orderBy(F.desc("count"), F.asc("_dt"))
+        .first()
+    )
+    if row is None:
+        raise InputError("every symbol has a single candle; rstack needs a time series per symbol")
+    return int(row["_dt"])
+
+
+def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> tuple[DataFrame, dict[str, Any]]:
+    """Returns the persisted table (segment >= 0 rows of usable symbols) and a summary for the manifest."""
+    from pyspark import StorageLevel
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    t0 = time.time()
+    horizon = cfg.label.horizon
+    feats = feature_names(cfg.features)
+    raw = read_klines(spark, dataset)
+    w = Window.partitionBy("symbol").orderBy("open_time")
+    table = add_features(raw, cfg.features, horizon).withColumn("_dt", F.col("open_time") - F.lag("open_time").over(w))
+    table = table.persist(StorageLevel.MEMORY_AND_DISK)
+
+    needed = [*feats, "trail_rv"]
+    warm = F.lit(False)
+    for c in needed:
+        warm = warm | F.col(c).isNull()
+    nonfinite = F.lit(False)
+    for c in needed + ["fwd_rv"]:
+        nonfinite = nonfinite | F.isnan(c) | F.col(c).isin(math.inf, -math.inf)
+    status = (
+        F.when(warm, "warmup")
+        .when(F.col("fwd_rv").isNull(), "no_label")
+        .when(nonfinite, "nonfinite")
+        .otherwise("usable")
+    )
+    table = table.withColumn("_status", status)
+    repair_flags = ["repair_zero_prev_volume"]
+    if cfg.features.feature_set == "extended":
+        repair_flags += ["repair_flat_long_rv", "repair_flat_volume_window"]
+    usable = F.col("_status") == "usable"
+    per_symbol = (
+        table.groupBy("symbol")
+        .agg(
+            F.count("*").alias("rows"),
+            F.countDistinct("open_time").alias("distinct_times"),
+            F.min("open_time").alias("first_ms"),
+            F.max("open_time").alias("last_ms"),
+            *[
+                F.sum((F.col("_status") == s).cast("long")).alias(s)
+                for s in ("warmup", "no_label", "nonfinite", "usable")
+            ],
+            *[F.sum((usable & F.col(f)).cast("long")).alias(f) for f in repair_flags],
+            F.min(F.when(usable, F.col("open_time"))).alias("usable_first_ms"),
+            F.max(F.when(usable, F.col("open_time"))).alias("usable_last_ms"),
+        )
+        .orderBy("symbol")
+        .collect()
+    )
+
+    dupes = [r["symbol"] for r in per_symbol if r["rows"] != r["distinct_times"]]
+    if dupes:
+        raise InputError(
+            f"duplicate open_time values for symbol(s) {', '.join(dupes)} in {dataset.root}; "
+            "keep one row per (symbol, open_time) before training"
+        )
+    starts = [r["usable_first_ms"] for r in per_symbol if r["usable_first_ms"] is not None]
+    if not starts:
+        raise InputError(
+            f"no symbol in {dataset.root} has enough rows for the feature windows plus the "
+            f"{horizon}-bar label horizon; give each symbol more candles"
+        )
+    bar_ms = _bar_ms(table)
+    cut = compute_cutoffs(
+        min(starts), max(r["usable_last_ms"] for r in per_symbol if r["usable_last_ms"]), bar_ms, cfg.split.fractions
+    )
+
+    emb = cfg.split.embargo * bar_ms
+    boundary = sum((F.col("open_time") >= F.lit(c + emb)).cast("int") for c in cut.cutoffs_ms)
+    seg = table.where(usable).withColumn("segment", segment_column(cut, horizon, cfg.split.embargo))
+    seg = seg.withColumn("_boundary", F.when(F.col("segment") == PURGED, boundary))
+    q = cfg.label.label_quantile
+    seg_counts = seg.groupBy("symbol", "segment", "_boundary").count().collect()
+    fitted = (
+        seg.where(F.col("segment") == 0)
+        .groupBy("symbol")
+        .agg(
+            F.count("*").alias("train_rows"),
+            F.expr(f"percentile(fwd_rv, {q})").alias("threshold"),
+            F.expr("percentile(trail_rv, 0.5)").alias("baseline_median"),
+        )
+        .collect()
+    )
+    fitted_by = {r["symbol"]: r for r in fitted}
+    included, excluded = [], {}
+    for r in per_symbol:
+        sym = r["symbol"]
+        n = fitted_by[sym]["train_rows"] if sym in fitted_by else 0
+        if n >= cfg.split.min_train_rows:
+            included.append(sym)
+        else:
+            excluded[sym] = (
+                f"{n} usable L0-train rows before the first cutoff {cut.to_dict()['cutoffs_utc'][0]} "
+                f"(split.min_train_rows = {cfg.split.min_train_rows})"
+            )
+    if not included:
+        raise InputError(
+            f"no symbol in {dataset.root} has split.min_train_rows = {cfg.split.min_train_rows} "
+            "training rows before the first cutoff; give more history or lower split.min_train_rows"
+        )
+    thresholds = {s: float(fitted_by[s]["threshold"]) for s in included}
+    medians = {s: float(fitted_by[s]["baseline_median"]) for s in included}
+    fit_df = spark.createDataFrame(
+        [(s, thresholds[s], medians[s]) for s in included], "symbol string, threshold double, med double"
+    )
+    final = (
+        seg.where(F.col("segment") >= 0)
+        .join(F.broadcast(fit_df), "symbol")
+        .select(
+            "symbol",
+            "open_time",
+            "segment",
+            (F.col("fwd_rv") > F.col("threshold")).cast("double").alias("label"),
+            # Naive baseline: trailing volatility against the symbol's own training median,
+            # t / (t + m) is 0.5 at the median and monotone in t.
+            F.when(F.col("trail_rv") + F.col("med") > 0, F.col("trail_rv") / (F.col("trail_rv") + F.col("med")))
+            .otherwise(F.lit(0.5))
+            .alias(BASELINE_COL),
+            *feats,
+        )
+        # A fixed row order inside each partition keeps RandomForest's bootstrap reproducible.
+        .sortWithinPartitions("symbol", "open_time")
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    label_stats = final.groupBy("segment").agg(F.count("*").alias("rows"), F.avg("label").alias("pos")).collect()
+    table.unpersist()
+
+    rows_by_segment = {name: 0 for name in SEGMENTS}
+    purged = {f"boundary_{i}": 0 for i in range(3)}
+    segment_rows: dict[str, dict[str, int]] = {}
+    for r in seg_counts:
+        if r["symbol"] not in thresholds:
+            continue  # excluded symbols are reported with their reason instead
+        if r["segment"] == PURGED:
+            purged[f"boundary_{r['_boundary']}"] += r["count"]
+        else:
+            segment_rows.setdefault(r["symbol"], {n: 0 for n in SEGMENTS})[SEGMENTS[r["segment"]]] += r["count"]
+    for r in label_stats:
+        rows_by_segment[SEGMENTS[r["segment"]]] = int(r["rows"])
+    summary = {
+        "symbols": included,
+        "excluded_symbols": excluded,
+        "feature_columns": feats,
+        "bar_ms": bar_ms,
+        "cutoffs": cut.to_dict(),
+        "purged_rows": purged,
+        "rows_by_segment": rows_by_segment,
+        "positive_rate_by_segment": {SEGMENTS[r["segment"]]: float(r["pos"]) for r in label_stats},
+        "label_thresholds": thresholds,
+        "baseline_medians": medians,
+        "per_symbol": {
+            r["symbol"]: {
+                "rows": r["rows"],
+                "first_ms": r["first_ms"],
+                "last_ms": r["last_ms"],
+                "dropped_warmup": r["warmup"],
+                "dropped_no_label": r["no_label"],
+                "dropped_nonfinite": r["nonfinite"],
+                "usable": r["usable"],
+                "repairs": {f.removeprefix("repair_"): r[f] for f in repair_flags},
+                "segments": segment_rows.get(r["symbol"], {n: 0 for n in SEGMENTS}),
+            }
+            for r in per_symbol
+        },
+        "seconds": time.time() - t0,
+    }
+    totals = {
+        k: sum(s[k] for s in summary["per_symbol"].values())
+        for k in ("rows", "dropped_warmup", "dropped_no_label", "dropped_nonfinite", "usable")
+    }
+    totals["repairs"] = {f.removeprefix("repair_"): sum(r[f] for r in per_symbol) for f in repair_flags}
+    summary["totals"] = totals
+    return final, summary
+
+
+def cutoffs_from(summary: dict[str, Any]) -> Cutoffs:
+    c = summary["cutoffs"]
+    return Cutoffs(c["start_ms"], c["end_ms"], c["bar_ms"], tuple(c["cutoffs_ms"]))

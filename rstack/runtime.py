@@ -1,0 +1,219 @@
+"""The one owner of the Ray + Spark-on-Ray lifecycle.
+
+Ray is joined (``address`` / ``RAY_ADDRESS``), reused (already initialized by the caller), or
+started locally. Spark runs inside one named Ray actor, the *Spark host*: RayDP allows one Spark
+application per Ray namespace, so every Spark job of a run goes through that actor's threads
+(FAIR scheduler pools), and Level-0 batches are concurrent actor tasks. What this object started it
+stops, in reverse order; what it found running it leaves alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rstack.config import RuntimeConfig
+from rstack.errors import RuntimeStartError
+
+log = logging.getLogger(__name__)
+
+HOST_NAME = "rstack-spark-host"
+
+# JDK 17 closes these packages; Spark's and Arrow's reflection needs them open in every JVM,
+# RayDP's app master included (without it ray.data.from_spark fails).
+JAVA_OPENS = (
+    " ".join(
+        f"--add-opens=java.base/{pkg}=ALL-UNNAMED"
+        for pkg in (
+            "java.lang",
+            "java.lang.invoke",
+            "java.lang.reflect",
+            "java.io",
+            "java.net",
+            "java.nio",
+            "java.util",
+            "java.util.concurrent",
+            "java.util.concurrent.atomic",
+            "sun.nio.ch",
+            "sun.nio.cs",
+            "sun.security.action",
+            "sun.util.calendar",
+        )
+    )
+    + " -Dio.netty.tryReflectionSetAccessible=true"
+)
+
+
+def spark_configs(cfg: RuntimeConfig) -> dict[str, str]:
+    return {
+        "spark.driver.extraJavaOptions": JAVA_OPENS,
+        "spark.executor.extraJavaOptions": JAVA_OPENS,
+        "spark.ray.raydp_app_master.extraJavaOptions": JAVA_OPENS,
+        "spark.driver.memory": cfg.driver_memory,
+        "spark.scheduler.mode": "FAIR",
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        "spark.default.parallelism": str(cfg.shuffle_partitions),
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+    }
+
+
+class SparkHost:
+    """Holds the SparkSession; made a Ray actor by :class:`Runtime`. Callers ship functions to it."""
+
+    def __init__(self, app_name: str, cfg: RuntimeConfig) -> None:
+        import raydp
+
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        self.spark = raydp.init_spark(
+            app_name=app_name,
+            num_executors=cfg.num_executors,
+            executor_cores=cfg.executor_cores,
+            executor_memory=cfg.executor_memory,
+            fault_tolerant_mode=True,
+            configs=spark_configs(cfg),
+        )
+        self.spark.sparkContext.setLogLevel("WARN")
+        self.state: dict[str, Any] = {}
+        self._pools = threading.local()
+
+    def info(self) -> dict[str, Any]:
+        sc = self.spark.sparkContext
+        return {
+            "spark_version": self.spark.version,
+            "app_id": sc.applicationId,
+            "ui_url": sc.uiWebUrl,
+            "java_version": sc._jvm.java.lang.System.getProperty("java.version"),
+        }
+
+    def run(self, fn: Callable[..., Any], *args: Any, pool: str | None = None, **kwargs: Any) -> Any:
+        """Call ``fn(spark, state, *args, **kwargs)`` on this host; ``pool`` names a FAIR pool."""
+        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)
+        return fn(self.spark, self.state, *args, **kwargs)
+
+    def stop(self) -> None:
+        import raydp
+
+        self.state.clear()
+        raydp.stop_spark()
+
+
+class Runtime:
+    """Idempotent get-or-create of Ray and the Spark host; a context manager."""
+
+    def __init__(self, cfg: RuntimeConfig, max_concurrency: int = 4, app_name: str = "rstack") -> None:
+        self.cfg = cfg
+        self.max_concurrency = max_concurrency
+        self.app_name = app_name
+        self.host: Any = None
+        self.info: dict[str, Any] = {}
+        self.startup_seconds = 0.0
+        self._owns_ray = False
+        self._owns_host = False
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Runtime:
+        if self.host is not None:
+            return self
+        import ray
+
+        t0 = time.time()
+        try:
+            self._start_ray(ray)
+            self._start_host(ray)
+        except BaseException as exc:
+            self.stop()
+            if isinstance(exc, RuntimeStartError) or not isinstance(exc, Exception):
+                raise
+            raise RuntimeStartError(
+                f"could not start Spark on Ray ({type(exc).__name__}: {exc}); check that Java 17+ is on "
+                "PATH (`java -version`), that runtime.executor_memory fits this machine, and the Ray "
+                f"logs under {self.info.get('ray_session_dir', 'the Ray session folder')}"
+            ) from exc
+        self.startup_seconds = time.time() - t0
+        return self
+
+    def _start_ray(self, ray: Any) -> None:
+        if ray.is_initialized():
+            log.info("using the Ray instance this process already joined")
+        else:
+            address = self.cfg.address or os.environ.get("RAY_ADDRESS")
+            common = {"log_to_driver": False, "logging_level": logging.WARNING, "configure_logging": False}
+            if address:
+                log.info("joining the Ray cluster at %s", address)
+                try:
+                    ctx = ray.init(address=address, **common)
+                except ConnectionError as exc:
+                    raise RuntimeStartError(
+                        f"no Ray cluster answers at {address!r}; start one with `ray start --head` or "
+                        "drop --address / RAY_ADDRESS to run a local one"
+                    ) from exc
+            else:
+                ctx = ray.init(
+                    num_cpus=self.cfg.num_cpus or max(4, self.cfg.num_executors * self.cfg.executor_cores + 2),
+                    include_dashboard=self.cfg.dashboard,
+                    dashboard_host=self.cfg.dashboard_host,
+                    dashboard_port=self.cfg.dashboard_port,
+                    _temp_dir=self.cfg.ray_temp_dir,
+                    **common,
+                )
+            self._owns_ray = True
+            self.info["dashboard_url"] = ctx.dashboard_url or None
+        try:
+            from ray._private import worker
+
+            self.info["ray_session_dir"] = worker._global_node.get_session_dir_path()
+        except Exception:  # noqa: BLE001 - only a log location; absent on client connections
+            self.info["ray_session_dir"] = None
+
+    def _start_host(self, ray: Any) -> None:
+        try:
+            self.host = ray.get_actor(HOST_NAME)
+            log.info("reusing the running Spark host %s", HOST_NAME)
+        except ValueError:
+            actor_cls = ray.remote(SparkHost)
+            # num_cpus=0: the host only drives Spark; a CPU held here could starve an executor.
+            self.host = actor_cls.options(
+                name=HOST_NAME,
+                num_cpus=0,
+                max_concurrency=self.max_concurrency,
+                runtime_env={"env_vars": {"PYSPARK_PYTHON": sys.executable}},
+            ).remote(self.app_name, self.cfg)
+            self._owns_host = True
+        self.info.update(ray.get(self.host.info.remote()))
+
+    def call(
+        self, fn: Callable[..., Any], *args: Any, name: str | None = None, num_returns: int = 1, pool: str | None = None
+    ) -> Any:
+        """Submit ``fn(spark, state, *args)`` to the Spark host as a Ray task; returns its ObjectRef(s)."""
+        method = self.host.run.options(name=name or fn.__name__, num_returns=num_returns)
+        return method.remote(fn, *args, pool=pool)
+
+    def stop(self) -> None:
+        import ray
+
+        if self.host is not None and self._owns_host:
+            try:
+                ray.get(self.host.stop.remote(), timeout=60)
+            except Exception as exc:  # noqa: BLE001 - stopping must go on to Ray
+                log.warning("Spark did not stop cleanly: %s", exc)
+            try:
+                ray.kill(self.host)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not kill the Spark host actor: %s", exc)
+        self.host = None
+        self._owns_host = False
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False

@@ -1,0 +1,142 @@
+"""Levels 1 and 2 and the test-segment evaluation.
+
+Meta-features are strictly out of sample: Level-0 models saw only L0-train rows and score the later
+segments; Level 1 is fitted on L1-fit and scores L2-fit and test; Level 2 is fitted on L2-fit.
+The test segment is touched only to evaluate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+
+from rstack.config import Config
+from rstack.errors import TrainingError
+from rstack.level0 import probability_of_one
+from rstack.metrics import evaluate
+from rstack.prepare import BASELINE_COL
+
+if TYPE_CHECKING:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import DataFrame, SparkSession
+
+KEY = ["symbol", "open_time"]
+L1_COL, L2_COL, PRIOR_COL = "l1", "l2", "baseline_prior"
+
+
+def gather_meta_features(base: pd.DataFrame, l0_tables: list[pa.Table]) -> pd.DataFrame:
+    """Join every Level-0 prediction table onto the (symbol, open_time, segment, label) rows."""
+    out = base
+    for table in l0_tables:
+        preds = table.to_pandas()
+        col = [c for c in preds.columns if c not in KEY][0]
+        out = out.merge(preds, on=KEY, how="left", validate="one_to_one")
+        missing = int(out[col].isna().sum())
+        if missing:
+            raise TrainingError(
+                f"Level-0 model {col} returned no prediction for {missing} rows; "
+                "the batch output is incomplete, rerun the training"
+            )
+    return out.sort_values(KEY, kind="mergesort").reset_index(drop=True)
+
+
+def _fit_level1(spark: SparkSession, frame: pd.DataFrame, l0_cols: list[str], cfg: Config) -> PipelineModel:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import RandomForestClassifier
+    from pyspark.ml.feature import VectorAssembler
+
+    train = spark.createDataFrame(frame.loc[frame["segment"] == 1, [*KEY, "label", *l0_cols]])
+    return Pipeline(
+        stages=[
+            VectorAssembler(inputCols=l0_cols, outputCol="features"),
+            RandomForestClassifier(
+                labelCol="label",
+                featuresCol="features",
+                numTrees=cfg.level1.num_trees,
+                maxDepth=cfg.level1.max_depth,
+                seed=cfg.level1.seed,
+            ),
+        ]
+    ).fit(train)
+
+
+def _fit_level2(spark: SparkSession, frame: pd.DataFrame, cfg: Config) -> PipelineModel:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import VectorAssembler
+
+    train = spark.createDataFrame(frame.loc[frame["segment"] == 2, [*KEY, "label", L1_COL]])
+    return Pipeline(
+        stages=[
+            VectorAssembler(inputCols=[L1_COL], outputCol="features"),
+            LogisticRegression(
+                labelCol="label",
+                featuresCol="features",
+                maxIter=cfg.level2.max_iter,
+                regParam=cfg.level2.reg_param,
+                elasticNetParam=cfg.level2.elastic_net_param,
+            ),
+        ]
+    ).fit(train)
+
+
+def score(spark: SparkSession, model: PipelineModel, frame: pd.DataFrame, alias: str) -> pd.Series:
+    """Model probabilities for ``frame``'s rows, aligned to its index."""
+    scored = probability_of_one(model, spark.createDataFrame(frame), alias).toPandas()
+    merged = frame[KEY].merge(scored, on=KEY, how="left", validate="one_to_one")
+    return pd.Series(merged[alias].to_numpy(), index=frame.index)
+
+
+def fit_levels_1_2(
+    spark: SparkSession,
+    base: pd.DataFrame,
+    l0_tables: list[pa.Table],
+    cfg: Config,
+    level1_path: str,
+    level2_path: str,
+    prior: float,
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Fit and save Levels 1 and 2; return (metrics and timings, test-segment predictions)."""
+    t0 = time.time()
+    frame = gather_meta_features(base, l0_tables)
+    l0_cols = sorted(c for c in frame.columns if c.startswith("l0_"))
+    l1 = _fit_level1(spark, frame, l0_cols, cfg)
+    later = frame[frame["segment"] >= 2].copy()
+    later[L1_COL] = score(spark, l1, later[[*KEY, *l0_cols]], L1_COL)
+    t1 = time.time()
+    l2 = _fit_level2(spark, later, cfg)
+    test = later[later["segment"] == 3].copy()
+    test[L2_COL] = score(spark, l2, test[[*KEY, L1_COL]], L2_COL)
+    test[PRIOR_COL] = prior
+    t2 = time.time()
+    metrics = evaluate_test(test, l0_cols, cfg.eval.threshold)
+    t3 = time.time()
+    l1.write().overwrite().save(level1_path)
+    l2.write().overwrite().save(level2_path)
+    timings = {"level1_fit": t1 - t0, "level2_fit": t2 - t1, "evaluate": t3 - t2, "save_meta": time.time() - t3}
+    columns = [*KEY, "label", *l0_cols, L1_COL, L2_COL, BASELINE_COL, PRIOR_COL]
+    return {"metrics": metrics, "timings": timings}, test[columns].reset_index(drop=True)
+
+
+def evaluate_test(test: pd.DataFrame, l0_cols: list[str], threshold: float) -> dict[str, Any]:
+    if test.empty:
+        raise TrainingError("the test segment is empty; give more history or enlarge split.fractions[3]")
+    y = test["label"].to_numpy()
+    scores = {
+        "level2": L2_COL,
+        "level1": L1_COL,
+        **{c.removeprefix("l0_"): c for c in l0_cols},
+        "baseline_trailing_vol": BASELINE_COL,
+        "baseline_prior": PRIOR_COL,
+    }
+    return {name: evaluate(y, test[col].to_numpy(), threshold) for name, col in scores.items()}
+
+
+def base_rows(table: DataFrame) -> pd.DataFrame:
+    """The rows meta-learners and evaluation use: every segment after L0-train."""
+    from pyspark.sql import functions as F
+
+    return table.where(F.col("segment") > 0).select(*KEY, "segment", "label", BASELINE_COL).toPandas()

@@ -1,0 +1,34 @@
+# Shared by demo.sh and test.sh: check Java, make .venv if missing, install rstack into it.
+# Usage: source scripts/_env.sh "<pip extras, e.g. [dev] or empty>"
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need_java() {
+  if ! command -v java >/dev/null 2>&1; then
+    echo "error: Java not found. rstack runs Spark, which needs Java 17 or newer (17 is tested)." >&2
+    echo "  Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless" >&2
+    echo "  macOS:         brew install openjdk@17" >&2
+    exit 2
+  fi
+  local version major
+  version=$(java -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')
+  major=${version%%.*}
+  if [ -z "$major" ] || [ "$major" -lt 17 ] 2>/dev/null; then
+    echo "error: Java $version found; rstack needs Java 17+ (17 is tested; 25 is known to fail)." >&2
+    echo "  Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless, then select it with" >&2
+    echo "  update-alternatives --config java (or set JAVA_HOME)." >&2
+    exit 2
+  fi
+}
+
+need_java
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "making .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
+echo "installing rstack$1 into .venv"
+.venv/bin/python -m pip install --quiet -e ".$1" 2>&1 | grep -v "is ignored: it is neither" || true
+.venv/bin/python -c "import rstack, ray, raydp, pyspark" || { echo "error: install into .venv failed" >&2; exit 1; }
+export PYSPARK_PYTHON="$PWD/.venv/bin/python"

@@ -1,0 +1,67 @@
+"""One real Ray and one Spark-on-Ray application for the whole test session."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rstack.config import Config, load_config
+from rstack.runtime import Runtime
+from rstack.synth import write_synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def light_config(**overrides: Any) -> Config:
+    """laptop.yaml, made light for a 2-core CI machine: no dashboard, small executor."""
+    base = {
+        "runtime.dashboard": False,
+        "runtime.executor_memory": "1g",
+        "runtime.driver_memory": "1g",
+        "level0.batch_size": 3,
+    }
+    return load_config(ROOT / "configs" / "laptop.yaml", {**base, **overrides}, environ={})
+
+
+@pytest.fixture(scope="session")
+def runtime() -> Iterator[Runtime]:
+    import ray
+
+    # Test modules are not importable inside Ray workers; ship their functions by value.
+    for name, module in list(sys.modules.items()):
+        if name.startswith("tests.") or name.startswith("test_"):
+            ray.cloudpickle.register_pickle_by_value(module)
+    # A short path: Ray's Unix sockets live under it and must stay under 107 characters.
+    temp = tempfile.mkdtemp(prefix="rst-", dir="/tmp")
+    cfg = light_config(**{"runtime.ray_temp_dir": temp})
+    rt = Runtime(cfg.runtime, max_concurrency=6, app_name="rstack-tests")
+    try:
+        rt.start()
+        yield rt
+    finally:
+        rt.stop()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def on_host(runtime: Runtime) -> Callable[..., Any]:
+    """Run ``fn(spark, state, *args)`` on the shared Spark host and return its result."""
+    import ray
+
+    def call(fn: Callable[..., Any], *args: Any) -> Any:
+        return ray.get(runtime.call(fn, *args))
+
+    return call
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic(out, symbols=6, rows=1500, seed=11)
+    return out

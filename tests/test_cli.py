@@ -1,0 +1,48 @@
+"""CLI contract: exit codes and messages, through Typer's CliRunner (no Ray needed for these)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rstack.cli import app
+
+runner = CliRunner()
+
+
+def test_synth_writes_one_file_per_symbol(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "synth", str(tmp_path), "--symbols", "3", "--rows", "50", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in tmp_path.glob("*.parquet"))
+    assert files == ["SYN000USDT.parquet", "SYN001USDT.parquet", "SYN002USDT.parquet"]
+    df = pd.read_parquet(tmp_path / files[0])
+    assert list(df.columns) == ["symbol", "open_time", "open", "high", "low", "close", "volume"]
+    assert (df["high"] >= df[["open", "close"]].max(axis=1)).all()
+    assert (df["low"] <= df[["open", "close"]].min(axis=1)).all()
+    again = tmp_path / "again"
+    runner.invoke(app, ["data", "synth", str(again), "--symbols", "3", "--rows", "50", "--seed", "1"])
+    pd.testing.assert_frame_equal(df, pd.read_parquet(again / files[0]))
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["train", "{empty}"], "holds no *.parquet files"),
+        (["train", "{empty}", "--batch-size", "0"], "level0.batch_size = 0 is invalid"),
+        (["train", "{empty}", "--feature-set", "fancy"], "use one of seed, extended"),
+        (["train"], "give DATA_DIR"),
+        (["data", "synth", "{empty}", "--interval", "7m"], "unknown interval '7m'"),
+    ],
+)
+def test_bad_usage_exits_2_with_a_message(
+    tmp_path: Path, args: list[str], match: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RSTACK_DATA_DIR", raising=False)
+    args = [a.replace("{empty}", str(tmp_path)) for a in args]
+    result = runner.invoke(app, [*args, "--models", str(tmp_path / "m")] if args[0] == "train" else args)
+    assert result.exit_code == 2, result.output
+    assert match in result.output
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rstack.data import discover, make_batches
+from rstack.errors import InputError
+
+
+def klines(n: int = 5, symbol: str = "AAAUSDT") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "symbol": symbol,
+            "open_time": 1_704_067_200_000 + 3_600_000 * pd.RangeIndex(n),
+            "open": 1.0,
+            "high": 1.1,
+            "low": 0.9,
+            "close": 1.0,
+            "volume": 10.0,
+        }
+    )
+
+
+def drop_volume(d: Path) -> None:
+    klines().drop(columns=["volume"]).to_parquet(d / "A.parquet")
+
+
+def string_prices(d: Path) -> None:
+    klines().astype({"close": str}).to_parquet(d / "A.parquet")
+
+
+def string_time(d: Path) -> None:
+    klines().astype({"open_time": str}).to_parquet(d / "A.parquet")
+
+
+def numeric_symbol(d: Path) -> None:
+    klines().assign(symbol=1).to_parquet(d / "A.parquet")
+
+
+def empty_file(d: Path) -> None:
+    klines(0).to_parquet(d / "A.parquet")
+
+
+def corrupt_file(d: Path) -> None:
+    (d / "A.parquet").write_text("this is not parquet")
+
+
+def nothing(d: Path) -> None:
+    (d / "notes.txt").write_text("no parquet here")
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (drop_volume, r"A\.parquet: missing column\(s\) volume; required columns are"),
+        (string_prices, r"A\.parquet: column 'close' has type (large_)?string, expected a number; cast it"),
+        (string_time, r"A\.parquet: column 'open_time' has type (large_)?string; expected int64 epoch"),
+        (numeric_symbol, r"A\.parquet: column 'symbol' has type int64, expected text"),
+        (empty_file, r"A\.parquet: the file has no rows"),
+        (corrupt_file, r"A\.parquet: not a readable Parquet file"),
+        (nothing, r"holds no \*\.parquet files; put one Parquet file per symbol"),
+    ],
+)
+def test_bad_input_is_named_with_a_fix(tmp_path: Path, make: Callable[[Path], None], match: str) -> None:
+    make(tmp_path)
+    with pytest.raises(InputError, match=match):
+        discover(tmp_path)
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        discover(tmp_path / "absent")
+
+
+def test_discover_fingerprint_and_kinds(tmp_path: Path) -> None:
+    klines(7).to_parquet(tmp_path / "A.parquet")
+    k = klines(3, "BBBUSDT")
+    k["open_time"] = pd.to_datetime(k["open_time"], unit="ms", utc=True)
+    k.to_parquet(tmp_path / "B.parquet")
+    ds = discover(tmp_path)
+    assert [f.time_kind for f in ds.files] == ["int", "timestamp"]
+    fp = ds.fingerprint()
+    assert fp["total_rows"] == 10 and len(fp["sha256"]) == 64
+    klines(8).to_parquet(tmp_path / "A.parquet")
+    assert discover(tmp_path).fingerprint()["sha256"] != fp["sha256"]
+
+
+def test_batches_are_sorted_and_sized() -> None:
+    assert make_batches(["D", "A", "C", "B", "E"], 2) == [["A", "B"], ["C", "D"], ["E"]]

@@ -1,0 +1,108 @@
+"""Segments, purging and label thresholds of the persisted training table, on Spark on Ray."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rstack.config import Config
+from rstack.data import discover
+from rstack.prepare import build_training_table
+from rstack.segments import compute_cutoffs
+from rstack.synth import write_synthetic
+from tests.conftest import light_config
+from tests.test_features import reference
+
+
+def table_and_summary(spark: Any, state: dict, data_dir: str, cfg: Config) -> tuple[pd.DataFrame, dict]:
+    table, summary = build_training_table(spark, discover(Path(data_dir)), cfg)
+    try:
+        return table.toPandas(), summary
+    finally:
+        table.unpersist()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prep")
+    write_synthetic(out, symbols=4, rows=600, seed=5)
+    return out
+
+
+def test_cutoffs_snap_to_bars_and_follow_fractions() -> None:
+    cut = compute_cutoffs(0, 999 * 60, 60, (0.7, 0.1, 0.1, 0.1))
+    assert cut.cutoffs_ms == (700 * 60, 800 * 60, 900 * 60)
+    assert all(c % 60 == 0 for c in compute_cutoffs(0, 1234 * 60, 60, (0.33, 0.33, 0.17, 0.17)).cutoffs_ms)
+
+
+def test_global_cutoffs_purge_and_embargo(data: Path, on_host: Callable[..., Any]) -> None:
+    horizon, embargo = 5, 3
+    cfg = light_config(**{"label.horizon": horizon, "split.embargo": embargo})
+    table, summary = on_host(table_and_summary, str(data), cfg)
+    cuts = summary["cutoffs"]["cutoffs_ms"]
+    bar = summary["cutoffs"]["bar_ms"]
+    assert bar == 3_600_000
+    n_symbols = len(summary["symbols"])
+    assert n_symbols == 4
+    # Synthetic data has no gaps: every boundary loses exactly horizon bars before it and the
+    # embargo after it, for every symbol.
+    assert summary["purged_rows"] == {f"boundary_{i}": n_symbols * (horizon + embargo) for i in range(3)}
+    for sym, g in table.groupby("symbol"):
+        for i, c in enumerate(cuts):
+            before = g.loc[g["segment"] == i, "open_time"]
+            after = g.loc[g["segment"] == i + 1, "open_time"]
+            # The same instant for every symbol; the last label before c ends before c.
+            assert before.max() + horizon * bar < c, (sym, i)
+            assert before.max() == c - (horizon + 1) * bar, (sym, i)
+            assert after.min() == c + embargo * bar, (sym, i)
+    assert set(table["segment"]) == {0, 1, 2, 3}
+
+
+def test_thresholds_fit_on_l0_train_rows_only(tmp_path: Path, data: Path, on_host: Callable[..., Any]) -> None:
+    cfg = light_config()
+    table, summary = on_host(table_and_summary, str(data), cfg)
+    cut0 = summary["cutoffs"]["cutoffs_ms"][0]
+    for sym, thr in summary["label_thresholds"].items():
+        ref = reference(pd.read_parquet(data / f"{sym}.parquet"))
+        train_times = table.loc[(table["symbol"] == sym) & (table["segment"] == 0), "open_time"]
+        expected = ref.loc[ref["open_time"].isin(train_times), "fwd_rv"].quantile(0.5)
+        assert thr == pytest.approx(expected, rel=1e-9)
+        labels = table.loc[table["symbol"] == sym]
+        # Labels are 1 exactly where forward volatility beats the training-segment threshold.
+        merged = labels.merge(ref[["open_time", "fwd_rv"]], on="open_time")
+        assert ((merged["fwd_rv"] > thr).astype(float) == merged["label"]).all()
+
+    # Make everything after the first cutoff far more volatile: thresholds must not move.
+    wild = tmp_path / "wild"
+    wild.mkdir()
+    rng = np.random.default_rng(1)
+    for p in sorted(data.glob("*.parquet")):
+        df = pd.read_parquet(p)
+        late = df["open_time"] >= cut0
+        shock = np.exp(np.cumsum(rng.normal(0, 0.05, late.sum())))
+        for col in ("open", "high", "low", "close"):
+            df.loc[late, col] = df.loc[late, col] * shock
+        df.to_parquet(wild / p.name)
+    _, wild_summary = on_host(table_and_summary, str(wild), cfg)
+    assert wild_summary["cutoffs"] == summary["cutoffs"]
+    assert wild_summary["label_thresholds"] == summary["label_thresholds"]
+    assert wild_summary["positive_rate_by_segment"]["test"] > summary["positive_rate_by_segment"]["test"]
+
+
+def test_late_listing_is_excluded_and_reported(tmp_path: Path, data: Path, on_host: Callable[..., Any]) -> None:
+    late = tmp_path / "late"
+    late.mkdir()
+    for p in sorted(data.glob("*.parquet")):
+        pd.read_parquet(p).to_parquet(late / p.name)
+    newcomer = pd.read_parquet(data / "SYN000USDT.parquet").iloc[-100:].assign(symbol="NEWUSDT")
+    newcomer.to_parquet(late / "NEWUSDT.parquet")
+    table, summary = on_host(table_and_summary, str(late), light_config())
+    assert "NEWUSDT" in summary["excluded_symbols"]
+    assert "0 usable L0-train rows" in summary["excluded_symbols"]["NEWUSDT"]
+    assert "NEWUSDT" not in set(table["symbol"])
+    assert summary["per_symbol"]["NEWUSDT"]["rows"] == 100
