@@ -31,9 +31,8 @@ class InputFile:
     size: int
     rows: int
     time_kind: str  # "int" or "timestamp"
-
-    def schema_key(self) -> str:
-        return self.time_kind
+    # Spark reads one group of files per distinct schema, so int and float prices never mix.
+    schema_key: str
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,8 @@ def inspect_file(path: Path) -> InputFile:
             time_kind = kind
     if meta.num_rows == 0:
         raise InputError(f"{path}: the file has no rows; remove it or fill it with klines")
-    return InputFile(path=str(path), size=path.stat().st_size, rows=meta.num_rows, time_kind=time_kind)
+    key = ";".join(f"{c}:{schema.field(c).type}" for c in REQUIRED)
+    return InputFile(path=str(path), size=path.stat().st_size, rows=meta.num_rows, time_kind=time_kind, schema_key=key)
 
 
 def discover(data_dir: Path) -> Dataset:
@@ -116,11 +116,11 @@ def read_klines(spark: SparkSession, dataset: Dataset) -> DataFrame:
     """All files as one DataFrame with open_time as int64 ms and prices as double."""
     from pyspark.sql import functions as F
 
-    groups: dict[str, list[str]] = {}
+    groups: dict[tuple[str, str], list[str]] = {}
     for f in dataset.files:
-        groups.setdefault(f.schema_key(), []).append(f.path)
+        groups.setdefault((f.schema_key, f.time_kind), []).append(f.path)
     frames = []
-    for kind, paths in sorted(groups.items()):
+    for (_, kind), paths in sorted(groups.items()):
         df = spark.read.parquet(*paths).select(*REQUIRED)
         if kind == "timestamp":
             open_time = F.unix_micros(F.col("open_time").cast("timestamp")) / 1000

@@ -51,6 +51,18 @@ def feature_names(cfg: FeatureConfig) -> list[str]:
     return [*SEED_FEATURES, *extended_names(cfg)]
 
 
+def warmup_rows(cfg: FeatureConfig, horizon: int) -> int:
+    """Leading rows of each symbol whose features cannot be defined yet (the longest lookback).
+
+    Any null after these rows comes from a bad value (a price <= 0, a NaN), not from warm-up.
+    """
+    # lag3 needs 3 earlier rows, std_10 9, the trailing rv of the baseline `horizon` returns.
+    rows = max(3, 9, horizon)
+    if cfg.feature_set == "extended":
+        rows = max(rows, *cfg.rv_windows, cfg.volume_z_window, 10)
+    return rows
+
+
 def _ordered() -> WindowSpec:
     from pyspark.sql import Window
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from rstack.config import Level0Config
+from rstack.errors import TrainingError
+from rstack.models import random_forest
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -51,26 +53,17 @@ def fit_level0_batch(
 
     Returns (batch metadata, Arrow table of symbol, open_time, probability).
     """
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import RandomForestClassifier
-    from pyspark.ml.feature import VectorAssembler
     from pyspark.sql import functions as F
 
     started = time.time()
     train = table.where((F.col("segment") == 0) & F.col("symbol").isin(list(batch.symbols)))
-    pipeline = Pipeline(
-        stages=[
-            VectorAssembler(inputCols=feature_cols, outputCol="features"),
-            RandomForestClassifier(
-                labelCol="label",
-                featuresCol="features",
-                numTrees=cfg.num_trees,
-                maxDepth=cfg.max_depth,
-                seed=cfg.seed,
-            ),
-        ]
-    )
-    model = pipeline.fit(train)
+    classes = sorted(r["label"] for r in train.select("label").distinct().collect())
+    if classes != [0.0, 1.0]:
+        raise TrainingError(
+            f"level0 {batch.name} ({', '.join(batch.symbols)}): L0-train labels are {classes}, one class only; "
+            "use other symbols in the batch, a larger level0.batch_size, or a label_quantile nearer 0.5"
+        )
+    model = random_forest(feature_cols, cfg).fit(train)
     fitted = time.time()
     model.write().overwrite().save(model_path)
     scored = probability_of_one(model, table.where(F.col("segment") > 0), batch.column).toPandas()

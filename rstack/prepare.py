@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from rstack.config import Config
 from rstack.data import Dataset, read_klines
 from rstack.errors import InputError
-from rstack.features import add_features, feature_names
-from rstack.segments import PURGED, SEGMENTS, Cutoffs, compute_cutoffs, segment_column
+from rstack.features import add_features, feature_names, warmup_rows
+from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, segment_column
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -53,16 +53,17 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     table = table.persist(StorageLevel.MEMORY_AND_DISK)
 
     needed = [*feats, "trail_rv"]
-    warm = F.lit(False)
+    undefined = F.lit(False)
     for c in needed:
-        warm = warm | F.col(c).isNull()
-    nonfinite = F.lit(False)
-    for c in needed + ["fwd_rv"]:
-        nonfinite = nonfinite | F.isnan(c) | F.col(c).isin(math.inf, -math.inf)
+        # Spark returns null (not inf) for x / 0 and log(x <= 0); NaN and inf come from NaN/inf input.
+        undefined = undefined | F.col(c).isNull() | F.isnan(c) | F.col(c).isin(math.inf, -math.inf)
+    bad_label = F.col("fwd_rv").isNull() | F.isnan("fwd_rv") | F.col("fwd_rv").isin(math.inf, -math.inf)
     status = (
-        F.when(warm, "warmup")
-        .when(F.col("fwd_rv").isNull(), "no_label")
-        .when(nonfinite, "nonfinite")
+        F.when(F.row_number().over(w) <= warmup_rows(cfg.features, horizon), "warmup")
+        .when(undefined, "invalid")
+        # The last `horizon` rows of a symbol have no future to label; a bad value ahead is invalid.
+        .when(F.col("label_end_time").isNull(), "no_label")
+        .when(bad_label, "invalid")
         .otherwise("usable")
     )
     table = table.withColumn("_status", status)
@@ -79,7 +80,7 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
             F.max("open_time").alias("last_ms"),
             *[
                 F.sum((F.col("_status") == s).cast("long")).alias(s)
-                for s in ("warmup", "no_label", "nonfinite", "usable")
+                for s in ("warmup", "no_label", "invalid", "usable")
             ],
             *[F.sum((usable & F.col(f)).cast("long")).alias(f) for f in repair_flags],
             F.min(F.when(usable, F.col("open_time"))).alias("usable_first_ms"),
@@ -196,7 +197,7 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
                 "last_ms": r["last_ms"],
                 "dropped_warmup": r["warmup"],
                 "dropped_no_label": r["no_label"],
-                "dropped_nonfinite": r["nonfinite"],
+                "dropped_invalid": r["invalid"],
                 "usable": r["usable"],
                 "repairs": {f.removeprefix("repair_"): r[f] for f in repair_flags},
                 "segments": segment_rows.get(r["symbol"], {n: 0 for n in SEGMENTS}),
@@ -207,13 +208,8 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     }
     totals = {
         k: sum(s[k] for s in summary["per_symbol"].values())
-        for k in ("rows", "dropped_warmup", "dropped_no_label", "dropped_nonfinite", "usable")
+        for k in ("rows", "dropped_warmup", "dropped_no_label", "dropped_invalid", "usable")
     }
     totals["repairs"] = {f.removeprefix("repair_"): sum(r[f] for r in per_symbol) for f in repair_flags}
     summary["totals"] = totals
     return final, summary
-
-
-def cutoffs_from(summary: dict[str, Any]) -> Cutoffs:
-    c = summary["cutoffs"]
-    return Cutoffs(c["start_ms"], c["end_ms"], c["bar_ms"], tuple(c["cutoffs_ms"]))

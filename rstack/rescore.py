@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rstack.config import build_config
 from rstack.data import Dataset
+from rstack.errors import InputError
 from rstack.prepare import build_training_table
 from rstack.runs import load_manifest
 from rstack.stack import KEY, L1_COL, L2_COL, PRIOR_COL, base_rows, evaluate_test, score
@@ -22,6 +23,13 @@ def rescore_run(spark: SparkSession, state: dict[str, Any], run_dir: str, datase
     from pyspark.ml import PipelineModel
 
     manifest = load_manifest(Path(run_dir))
+    if dataset.fingerprint()["sha256"] != manifest["data"]["sha256"]:
+        # Cutoffs, thresholds and the test segment are all derived from the data; other data
+        # would silently evaluate something else.
+        raise InputError(
+            f"{dataset.root} is not the data run {manifest['run_id']} was trained on (fingerprint differs "
+            f"from {manifest['data']['root']}); rescore with the training data"
+        )
     cfg = build_config(manifest["config"])
     table, _ = build_training_table(spark, dataset, cfg)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -70,8 +71,19 @@ def resolve_run(models_dir: Path, run: str = LATEST) -> Path:
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     tmp = Path(run_dir) / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    tmp.write_text(json.dumps(_json_safe(manifest), indent=2, sort_keys=True, default=str, allow_nan=False))
     os.replace(tmp, Path(run_dir) / MANIFEST)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (e.g. ROC-AUC of a one-class segment) is not JSON; write it as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def load_manifest(run_dir: Path) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rstack.config import RuntimeConfig
-from rstack.errors import RuntimeStartError
+from rstack.errors import RstackError, RuntimeStartError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,20 @@ class SparkHost:
 
     def info(self) -> dict[str, Any]:
         sc = self.spark.sparkContext
+        conf = sc.getConf()
         return {
+            # What the running application really uses: a reused host keeps its own settings.
+            "spark_conf": {
+                k: conf.get(k)
+                for k in (
+                    "spark.executor.instances",
+                    "spark.executor.cores",
+                    "spark.executor.memory",
+                    "spark.driver.memory",
+                    "spark.sql.shuffle.partitions",
+                    "spark.scheduler.mode",
+                )
+            },
             "spark_version": self.spark.version,
             "app_id": sc.applicationId,
             "ui_url": sc.uiWebUrl,
@@ -199,6 +212,21 @@ class Runtime:
         """Submit ``fn(spark, state, *args)`` to the Spark host as a Ray task; returns its ObjectRef(s)."""
         method = self.host.run.options(name=name or fn.__name__, num_returns=num_returns)
         return method.remote(fn, *args, pool=pool)
+
+    @staticmethod
+    def get(refs: Any, timeout: float | None = None) -> Any:
+        """``ray.get`` that re-raises rstack's own errors from the host as themselves, so the CLI
+        can print their message and pick the exit code instead of showing a remote traceback."""
+        import ray
+        from ray.exceptions import RayTaskError
+
+        try:
+            return ray.get(refs, timeout=timeout)
+        except RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, RstackError):
+                raise cause from exc
+            raise
 
     def stop(self) -> None:
         import ray

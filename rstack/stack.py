@@ -17,10 +17,12 @@ from rstack.config import Config
 from rstack.errors import TrainingError
 from rstack.level0 import probability_of_one
 from rstack.metrics import evaluate
+from rstack.models import logistic, random_forest
 from rstack.prepare import BASELINE_COL
+from rstack.segments import SEGMENTS
 
 if TYPE_CHECKING:
-    from pyspark.ml import PipelineModel
+    from pyspark.ml import Pipeline, PipelineModel
     from pyspark.sql import DataFrame, SparkSession
 
 KEY = ["symbol", "open_time"]
@@ -43,50 +45,26 @@ def gather_meta_features(base: pd.DataFrame, l0_tables: list[pa.Table]) -> pd.Da
     return out.sort_values(KEY, kind="mergesort").reset_index(drop=True)
 
 
-def _fit_level1(spark: SparkSession, frame: pd.DataFrame, l0_cols: list[str], cfg: Config) -> PipelineModel:
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import RandomForestClassifier
-    from pyspark.ml.feature import VectorAssembler
-
-    train = spark.createDataFrame(frame.loc[frame["segment"] == 1, [*KEY, "label", *l0_cols]])
-    return Pipeline(
-        stages=[
-            VectorAssembler(inputCols=l0_cols, outputCol="features"),
-            RandomForestClassifier(
-                labelCol="label",
-                featuresCol="features",
-                numTrees=cfg.level1.num_trees,
-                maxDepth=cfg.level1.max_depth,
-                seed=cfg.level1.seed,
-            ),
-        ]
-    ).fit(train)
-
-
-def _fit_level2(spark: SparkSession, frame: pd.DataFrame, cfg: Config) -> PipelineModel:
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.feature import VectorAssembler
-
-    train = spark.createDataFrame(frame.loc[frame["segment"] == 2, [*KEY, "label", L1_COL]])
-    return Pipeline(
-        stages=[
-            VectorAssembler(inputCols=[L1_COL], outputCol="features"),
-            LogisticRegression(
-                labelCol="label",
-                featuresCol="features",
-                maxIter=cfg.level2.max_iter,
-                regParam=cfg.level2.reg_param,
-                elasticNetParam=cfg.level2.elastic_net_param,
-            ),
-        ]
-    ).fit(train)
+def _fit(
+    spark: SparkSession, frame: pd.DataFrame, segment: int, inputs: list[str], pipeline: Pipeline
+) -> PipelineModel:
+    rows = frame.loc[frame["segment"] == segment, [*KEY, "label", *inputs]]
+    classes = sorted(float(c) for c in rows["label"].unique())
+    if classes != [0.0, 1.0]:
+        raise TrainingError(
+            f"the {SEGMENTS[segment]} segment has labels {classes} in {len(rows)} rows, so a meta-learner "
+            "cannot be fitted; give more history or change split.fractions"
+        )
+    return pipeline.fit(spark.createDataFrame(rows))
 
 
 def score(spark: SparkSession, model: PipelineModel, frame: pd.DataFrame, alias: str) -> pd.Series:
     """Model probabilities for ``frame``'s rows, aligned to its index."""
     scored = probability_of_one(model, spark.createDataFrame(frame), alias).toPandas()
     merged = frame[KEY].merge(scored, on=KEY, how="left", validate="one_to_one")
+    missing = int(merged[alias].isna().sum())
+    if missing:
+        raise TrainingError(f"{alias}: no probability for {missing} of {len(frame)} rows; rerun the training")
     return pd.Series(merged[alias].to_numpy(), index=frame.index)
 
 
@@ -103,11 +81,11 @@ def fit_levels_1_2(
     t0 = time.time()
     frame = gather_meta_features(base, l0_tables)
     l0_cols = sorted(c for c in frame.columns if c.startswith("l0_"))
-    l1 = _fit_level1(spark, frame, l0_cols, cfg)
+    l1 = _fit(spark, frame, 1, l0_cols, random_forest(l0_cols, cfg.level1))
     later = frame[frame["segment"] >= 2].copy()
     later[L1_COL] = score(spark, l1, later[[*KEY, *l0_cols]], L1_COL)
     t1 = time.time()
-    l2 = _fit_level2(spark, later, cfg)
+    l2 = _fit(spark, later, 2, [L1_COL], logistic([L1_COL], cfg.level2))
     test = later[later["segment"] == 3].copy()
     test[L2_COL] = score(spark, l2, test[[*KEY, L1_COL]], L2_COL)
     test[PRIOR_COL] = prior

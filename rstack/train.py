@@ -116,6 +116,19 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def _drain(refs: list[Any]) -> None:
+    """Cancel Level-0 tasks still in flight and wait for them, so none writes into a failed run."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref)
+        except Exception as exc:  # noqa: BLE001 - a running task may not be cancellable; we wait below
+            log.debug("could not cancel a Level-0 task: %s", exc)
+    if refs:
+        ray.wait(refs, num_returns=len(refs), timeout=120)
+
+
 def _run_level0(
     runtime: Runtime, run_key: str, batches: list[BatchSpec], feature_cols: list[str], cfg: Config, run: RunDir
 ) -> tuple[list[dict[str, Any]], list[Any]]:
@@ -146,8 +159,12 @@ def _run_level0(
         for ref in done:
             batch, table_ref = pending.pop(ref)
             try:
-                meta = ray.get(ref)
+                meta = runtime.get(ref)
+            except RstackError:
+                _drain(list(pending))
+                raise
             except Exception as exc:
+                _drain(list(pending))
                 raise TrainingError(f"level0 {batch.name} ({', '.join(batch.symbols)}) failed: {exc}") from exc
             metas[batch.batch_id] = meta
             tables[batch.batch_id] = table_ref
@@ -174,6 +191,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
     log.addHandler(handler)
     run_key = run.run_id
     timings: dict[str, float] = {}
+    committed = False
     try:
         log.info(
             "run %s: %d files, %d rows from %s",
@@ -195,7 +213,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
 
         t = time.time()
         log.info("features: computing and persisting the training table")
-        summary = ray.get(runtime.call(_host_prepare, run_key, dataset, cfg, name="prepare-features"))
+        summary = runtime.get(runtime.call(_host_prepare, run_key, dataset, cfg, name="prepare-features"))
         timings["features"] = time.time() - t
         for sym, why in summary["excluded_symbols"].items():
             log.warning("features: symbol %s excluded: %s", sym, why)
@@ -220,7 +238,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
         log.info("level1+2: fitting on out-of-sample Level-0 predictions")
         prior = summary["positive_rate_by_segment"]["l0_train"]
         # The Arrow tables stay in Ray's object store; the host resolves the refs itself.
-        meta_result = ray.get(
+        meta_result = runtime.get(
             runtime.call(_host_meta, run_key, cfg, str(run.work), prior, *table_refs, name="level1-level2")
         )
         timings["level1_level2"] = time.time() - t
@@ -232,6 +250,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
         manifest["timings"] = {**timings, "save": 0.0, "total": time.time() - t_start}
         run.write_manifest(manifest)
         final = run.commit()
+        committed = True
         manifest["timings"]["save"] = time.time() - t
         manifest["timings"]["total"] = time.time() - t_start
         # Rewritten after the rename so the recorded save time includes it; the file is complete
@@ -240,6 +259,8 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
         log.info("run %s saved to %s in %.1fs total", run.run_id, final, manifest["timings"]["total"])
         return TrainResult(final, manifest)
     except BaseException as exc:
+        if committed:
+            raise
         failed = run.fail()
         log.error("run %s failed (%s); logs kept in %s", run.run_id, exc, failed)
         if runtime.host is not None:
@@ -285,7 +306,8 @@ def _manifest(
         "data": dataset.fingerprint(),
         "versions": _versions(runtime.info.get("java_version") or _java_version()),
         "runtime": {
-            k: runtime.info.get(k) for k in ("spark_version", "app_id", "ui_url", "dashboard_url", "ray_session_dir")
+            k: runtime.info.get(k)
+            for k in ("spark_version", "spark_conf", "app_id", "ui_url", "dashboard_url", "ray_session_dir")
         },
         "logs": {"rstack": "logs/rstack.log", "ray_session_dir": runtime.info.get("ray_session_dir")},
         "features": summary["feature_columns"],
@@ -303,6 +325,7 @@ def _manifest(
         "level0": [
             {
                 **{k: v for k, v in m.items() if k not in ("started", "ended")},
+                "train_rows": sum(summary["per_symbol"][s]["segments"]["l0_train"] for s in m["symbols"]),
                 "start_offset": m["started"] - t0,
                 "end_offset": m["ended"] - t0,
             }

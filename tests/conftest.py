@@ -52,10 +52,9 @@ def runtime() -> Iterator[Runtime]:
 @pytest.fixture(scope="session")
 def on_host(runtime: Runtime) -> Callable[..., Any]:
     """Run ``fn(spark, state, *args)`` on the shared Spark host and return its result."""
-    import ray
 
     def call(fn: Callable[..., Any], *args: Any) -> Any:
-        return ray.get(runtime.call(fn, *args))
+        return runtime.get(runtime.call(fn, *args))
 
     return call
 

@@ -12,6 +12,8 @@ import pytest
 
 from rstack.config import Config
 from rstack.data import discover
+from rstack.errors import InputError
+from rstack.features import warmup_rows
 from rstack.prepare import build_training_table
 from rstack.segments import compute_cutoffs
 from rstack.synth import write_synthetic
@@ -35,9 +37,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_cutoffs_snap_to_bars_and_follow_fractions() -> None:
-    cut = compute_cutoffs(0, 999 * 60, 60, (0.7, 0.1, 0.1, 0.1))
-    assert cut.cutoffs_ms == (700 * 60, 800 * 60, 900 * 60)
-    assert all(c % 60 == 0 for c in compute_cutoffs(0, 1234 * 60, 60, (0.33, 0.33, 0.17, 0.17)).cutoffs_ms)
+    # 1000 bars from an off-grid start: cutoffs land on bar opens, at 70 / 80 / 90 % of the bars.
+    start = 30
+    cut = compute_cutoffs(start, start + 999 * 60, 60, (0.7, 0.1, 0.1, 0.1))
+    assert cut.cutoffs_ms == (start + 700 * 60, start + 800 * 60, start + 900 * 60)
+    odd = compute_cutoffs(start, start + 1234 * 60, 60, (0.33, 0.33, 0.17, 0.17))
+    assert all((c - start) % 60 == 0 for c in odd.cutoffs_ms)
+    assert odd.cutoffs_ms == (start + 407 * 60, start + 815 * 60, start + 1025 * 60)
 
 
 def test_global_cutoffs_purge_and_embargo(data: Path, on_host: Callable[..., Any]) -> None:
@@ -67,11 +73,15 @@ def test_thresholds_fit_on_l0_train_rows_only(tmp_path: Path, data: Path, on_hos
     cfg = light_config()
     table, summary = on_host(table_and_summary, str(data), cfg)
     cut0 = summary["cutoffs"]["cutoffs_ms"][0]
+    bar, horizon = summary["cutoffs"]["bar_ms"], cfg.label.horizon
     for sym, thr in summary["label_thresholds"].items():
         ref = reference(pd.read_parquet(data / f"{sym}.parquet"))
-        train_times = table.loc[(table["symbol"] == sym) & (table["segment"] == 0), "open_time"]
-        expected = ref.loc[ref["open_time"].isin(train_times), "fwd_rv"].quantile(0.5)
-        assert thr == pytest.approx(expected, rel=1e-9)
+        # Independently of the table: rows whose features are all defined and whose label ends
+        # before the first cutoff.
+        defined = ref.drop(columns=["label_end_time"]).notna().all(axis=1)
+        train = ref[defined & (ref["open_time"] < cut0 - horizon * bar)]
+        assert summary["per_symbol"][sym]["segments"]["l0_train"] == len(train)
+        assert thr == pytest.approx(train["fwd_rv"].quantile(0.5), rel=1e-9)
         labels = table.loc[table["symbol"] == sym]
         # Labels are 1 exactly where forward volatility beats the training-segment threshold.
         merged = labels.merge(ref[["open_time", "fwd_rv"]], on="open_time")
@@ -106,3 +116,37 @@ def test_late_listing_is_excluded_and_reported(tmp_path: Path, data: Path, on_ho
     assert "0 usable L0-train rows" in summary["excluded_symbols"]["NEWUSDT"]
     assert "NEWUSDT" not in set(table["symbol"])
     assert summary["per_symbol"]["NEWUSDT"]["rows"] == 100
+
+
+def test_warmup_and_invalid_rows_are_counted(tmp_path: Path, data: Path, on_host: Callable[..., Any]) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for p in sorted(data.glob("*.parquet")):
+        df = pd.read_parquet(p)
+        if p.stem == "SYN002USDT":
+            df.loc[300, "close"] = 0.0  # log(0) is null in Spark: must count as invalid, not warm-up
+        df.to_parquet(bad / p.name)
+    cfg = light_config()
+    _, summary = on_host(table_and_summary, str(bad), cfg)
+    k = warmup_rows(cfg.features, cfg.label.horizon)
+    assert k == 50
+    for sym, stats in summary["per_symbol"].items():
+        assert stats["dropped_warmup"] == k, sym
+        assert stats["dropped_no_label"] == cfg.label.horizon, sym
+        accounted = stats["dropped_warmup"] + stats["dropped_no_label"] + stats["dropped_invalid"] + stats["usable"]
+        assert accounted == stats["rows"] == 600, sym
+    assert summary["per_symbol"]["SYN000USDT"]["dropped_invalid"] == 0
+    # The zero close poisons every window that contains it, and labels that read it.
+    assert summary["per_symbol"]["SYN002USDT"]["dropped_invalid"] >= 50
+
+
+def test_duplicate_timestamps_are_an_input_error(tmp_path: Path, data: Path, on_host: Callable[..., Any]) -> None:
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    for p in sorted(data.glob("*.parquet")):
+        df = pd.read_parquet(p)
+        if p.stem == "SYN003USDT":
+            df = pd.concat([df, df.iloc[[10]]])
+        df.to_parquet(dup / p.name)
+    with pytest.raises(InputError, match=r"duplicate open_time values for symbol\(s\) SYN003USDT"):
+        on_host(table_and_summary, str(dup), light_config())

@@ -1,0 +1,39 @@
+"""The estimators of each level, always saved as a PipelineModel that includes its assembler."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rstack.config import Level0Config, Level1Config, Level2Config
+
+if TYPE_CHECKING:
+    from pyspark.ml import Estimator, Pipeline
+
+
+def assembled(inputs: list[str], estimator: Estimator) -> Pipeline:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import VectorAssembler
+
+    return Pipeline(stages=[VectorAssembler(inputCols=inputs, outputCol="features"), estimator])
+
+
+def random_forest(inputs: list[str], cfg: Level0Config | Level1Config) -> Pipeline:
+    from pyspark.ml.classification import RandomForestClassifier
+
+    rf = RandomForestClassifier(
+        labelCol="label", featuresCol="features", numTrees=cfg.num_trees, maxDepth=cfg.max_depth, seed=cfg.seed
+    )
+    return assembled(inputs, rf)
+
+
+def logistic(inputs: list[str], cfg: Level2Config) -> Pipeline:
+    from pyspark.ml.classification import LogisticRegression
+
+    lr = LogisticRegression(
+        labelCol="label",
+        featuresCol="features",
+        maxIter=cfg.max_iter,
+        regParam=cfg.reg_param,
+        elasticNetParam=cfg.elastic_net_param,
+    )
+    return assembled(inputs, lr)

@@ -1,0 +1,73 @@
+"""Levels 1 and 2 learn only from their own segments; the test segment only evaluates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from rstack.errors import TrainingError
+from rstack.stack import fit_levels_1_2
+from tests.conftest import light_config
+
+ROWS_PER_SEGMENT = 300
+
+
+def frames(seed: int = 0) -> tuple[pd.DataFrame, list[pa.Table]]:
+    rng = np.random.default_rng(seed)
+    n = 3 * ROWS_PER_SEGMENT
+    base = pd.DataFrame(
+        {
+            "symbol": np.where(np.arange(n) % 2 == 0, "AUSDT", "BUSDT"),
+            "open_time": np.arange(n, dtype=np.int64) * 60_000,
+            "segment": np.repeat([1, 2, 3], ROWS_PER_SEGMENT),
+            "label": rng.integers(0, 2, n).astype(float),
+            "baseline_p": rng.random(n),
+        }
+    )
+    tables = []
+    for name in ("l0_batch_000", "l0_batch_001"):
+        p = np.clip(0.5 + 0.3 * (base["label"] - 0.5) + rng.normal(0, 0.2, n), 0.01, 0.99)
+        tables.append(pa.table({"symbol": base["symbol"], "open_time": base["open_time"], name: p}))
+    return base, tables
+
+
+def fit(spark: Any, state: dict, base: pd.DataFrame, tables: list[pa.Table], out: str) -> pd.DataFrame:
+    _, test = fit_levels_1_2(spark, base, tables, light_config(), f"{out}/l1", f"{out}/l2", prior=0.5)
+    return test
+
+
+def relabel(base: pd.DataFrame, segment: int, seed: int) -> pd.DataFrame:
+    out = base.copy()
+    rows = out["segment"] == segment
+    out.loc[rows, "label"] = np.random.default_rng(seed).integers(0, 2, rows.sum()).astype(float)
+    return out
+
+
+def test_meta_learners_see_only_their_segment(tmp_path: Path, on_host: Callable[..., Any]) -> None:
+    base, tables = frames()
+    ref = on_host(fit, base, tables, str(tmp_path / "a"))
+    new_test = on_host(fit, relabel(base, 3, 1), tables, str(tmp_path / "b"))
+    new_l2fit = on_host(fit, relabel(base, 2, 2), tables, str(tmp_path / "c"))
+    new_l1fit = on_host(fit, relabel(base, 1, 3), tables, str(tmp_path / "d"))
+    # Test labels changed: neither level moves.
+    np.testing.assert_array_equal(ref["l1"], new_test["l1"])
+    np.testing.assert_array_equal(ref["l2"], new_test["l2"])
+    # L2-fit labels changed: Level 1 stays, Level 2 moves.
+    np.testing.assert_array_equal(ref["l1"], new_l2fit["l1"])
+    assert not np.allclose(ref["l2"], new_l2fit["l2"])
+    # L1-fit labels changed: Level 1 moves.
+    assert not np.allclose(ref["l1"], new_l1fit["l1"])
+    assert len(ref) == ROWS_PER_SEGMENT and (tmp_path / "a" / "l2" / "metadata").is_dir()
+
+
+def test_one_class_segment_is_a_clear_error(tmp_path: Path, on_host: Callable[..., Any]) -> None:
+    base, tables = frames()
+    base.loc[base["segment"] == 1, "label"] = 0.0
+    with pytest.raises(TrainingError, match=r"the l1_fit segment has labels \[0.0\] in 300 rows"):
+        on_host(fit, base, tables, str(tmp_path / "x"))
