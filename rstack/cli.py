@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from rstack.errors import RstackError
+from rstack.errors import InputError, RstackError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Leakage-safe stacked ensembles, Spark on Ray.")
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect kline datasets.")
@@ -93,7 +93,6 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
 ) -> None:
     """Train, evaluate and save a 3-level stacked ensemble."""
-    from rstack.config import load_config
     from rstack.runtime import Runtime
     from rstack.train import train as run_train
 
@@ -101,8 +100,6 @@ def train(
     if data_dir is None:
         typer.echo("error: give DATA_DIR (or set RSTACK_DATA_DIR); `rstack data synth DIR` makes a demo set", err=True)
         raise typer.Exit(2)
-    if config is None and DEFAULT_CONFIG.is_file():
-        config = DEFAULT_CONFIG
     overrides = {
         "level0.batch_size": batch_size,
         "label.horizon": horizon,
@@ -115,7 +112,7 @@ def train(
         "runtime.dashboard": dashboard,
     }
     try:
-        cfg = load_config(config, overrides)
+        cfg = _runtime_config(config, overrides)
         runtime = Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + 2)
         try:
             result = run_train(data_dir, models, cfg, runtime)
@@ -133,6 +130,117 @@ def train(
     t = m["timings"]
     stages = ["startup", "features", "level0", "level1_level2", "save", "total"]
     typer.echo("\nseconds: " + ", ".join(f"{k} {t[k]:.1f}" for k in stages))
+
+
+def _runtime_config(config: Path | None, overrides: dict[str, Any]) -> Any:
+    from rstack.config import load_config
+
+    if config is None and DEFAULT_CONFIG.is_file():
+        config = DEFAULT_CONFIG
+    return load_config(config, overrides)
+
+
+@app.command()
+def predict(
+    data_dir: Annotated[Path, typer.Argument(help="Folder of kline Parquet files to score.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")] = Path("predictions.parquet"),
+    run: Annotated[str, typer.Option(help="Run id in --models, or a run folder.")] = "latest",
+    models: Annotated[Path, typer.Option("--models", "-m", help="Folder of runs.", envvar="RSTACK_MODELS")] = Path(
+        "models"
+    ),
+    threshold: Annotated[float | None, typer.Option(help="Class threshold on L2; default: the run's.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML for the runtime section.", envvar="RSTACK_CONFIG")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.", envvar="RAY_ADDRESS")] = None,
+    dashboard: Annotated[bool | None, typer.Option("--dashboard/--no-dashboard", help="Ray dashboard.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
+) -> None:
+    """Score klines with a saved run: every level's probability and the predicted class."""
+    from rstack.bundle import Bundle
+    from rstack.data import discover
+    from rstack.predict import predict_dir
+    from rstack.runs import resolve_run
+    from rstack.runtime import Runtime
+
+    _setup_logging(verbose)
+    try:
+        run_dir = Path(run) if (Path(run) / "manifest.json").is_file() else resolve_run(models, run)
+        Bundle.open(run_dir)  # refuse a bad bundle before starting Spark
+        dataset = discover(data_dir)
+        cfg = _runtime_config(config, {"runtime.address": address, "runtime.dashboard": dashboard})
+        with Runtime(cfg.runtime, max_concurrency=3) as runtime:
+            summary = runtime.get(
+                runtime.call(predict_dir, str(run_dir), dataset, str(out.resolve()), threshold, name="predict")
+            )
+    except RstackError as exc:
+        raise _fail(exc) from None
+    typer.echo(
+        f"run {summary['run_id']}: {summary['rows_written']} rows -> {summary['out']} ({summary['seconds']:.1f}s)"
+    )
+    typer.echo(f"{'symbol':<14}{'scored':>9}{'warm-up':>9}{'invalid':>9}")
+    for sym, c in sorted(summary["per_symbol"].items()):
+        flag = "  (unknown at training time)" if sym in summary["unknown_symbols"] else ""
+        typer.echo(f"{sym:<14}{c['ok']:>9}{c['warmup']:>9}{c['invalid']:>9}{flag}")
+
+
+@app.command()
+def stream(
+    watch_dir: Annotated[Path, typer.Argument(help="Folder where new kline Parquet files land.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for one predictions file per micro-batch.")],
+    run: Annotated[str, typer.Option(help="Run id in --models, or a run folder.")] = "latest",
+    models: Annotated[Path, typer.Option("--models", "-m", help="Folder of runs.", envvar="RSTACK_MODELS")] = Path(
+        "models"
+    ),
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Checkpoint folder; default OUT/_checkpoint. Keep it to resume.")
+    ] = None,
+    once: Annotated[bool, typer.Option("--once", help="Process the files present, then stop.")] = False,
+    files_per_trigger: Annotated[int, typer.Option(help="Files per micro-batch.")] = 1,
+    trigger_seconds: Annotated[float, typer.Option(help="Seconds between micro-batches.")] = 1.0,
+    threshold: Annotated[float | None, typer.Option(help="Class threshold on L2; default: the run's.")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML for the runtime section.", envvar="RSTACK_CONFIG")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.", envvar="RAY_ADDRESS")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
+) -> None:
+    """Score new kline files as they land (Spark Structured Streaming), until Ctrl-C or --once."""
+    from rstack.bundle import Bundle
+    from rstack.runs import resolve_run
+    from rstack.runtime import Runtime
+    from rstack.stream import stream_dir
+
+    _setup_logging(verbose)
+    try:
+        run_dir = Path(run) if (Path(run) / "manifest.json").is_file() else resolve_run(models, run)
+        Bundle.open(run_dir)
+        if not watch_dir.is_dir():
+            raise InputError(f"watch folder {watch_dir} does not exist; create it or pass another")
+        ckpt = checkpoint or out / "_checkpoint"
+        cfg = _runtime_config(config, {"runtime.address": address})
+        with Runtime(cfg.runtime, max_concurrency=3) as runtime:
+            summary = runtime.get(
+                runtime.call(
+                    stream_dir,
+                    str(run_dir),
+                    str(watch_dir.resolve()),
+                    str(out.resolve()),
+                    str(ckpt.resolve()),
+                    once,
+                    files_per_trigger,
+                    trigger_seconds,
+                    threshold,
+                    name="stream",
+                )
+            )
+    except RstackError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        typer.echo("stopped; run the same command again to resume from the checkpoint", err=True)
+        raise typer.Exit(130) from None
+    rows = sum(b["scored"] for b in summary["batches"])
+    typer.echo(f"run {summary['run_id']}: {len(summary['batches'])} micro-batches, {rows} rows scored -> {out}")
 
 
 @data_app.command("synth")

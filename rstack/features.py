@@ -63,6 +63,19 @@ def warmup_rows(cfg: FeatureConfig, horizon: int) -> int:
     return rows
 
 
+def undefined(cols: list[str]) -> Column:
+    """True where any column is null, NaN or infinite. Spark gives null (not inf) for x / 0 and
+    log(x <= 0); NaN and inf only come from NaN or inf in the input."""
+    import math
+
+    from pyspark.sql import functions as F
+
+    out = F.lit(False)
+    for c in cols:
+        out = out | F.col(c).isNull() | F.isnan(c) | F.col(c).isin(math.inf, -math.inf)
+    return out
+
+
 def _ordered() -> WindowSpec:
     from pyspark.sql import Window
 

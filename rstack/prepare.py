@@ -6,14 +6,13 @@ reads only its own symbols from it.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
 from rstack.config import Config
 from rstack.data import Dataset, read_klines
 from rstack.errors import InputError
-from rstack.features import add_features, feature_names, warmup_rows
+from rstack.features import add_features, feature_names, undefined, warmup_rows
 from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, segment_column
 
 if TYPE_CHECKING:
@@ -52,15 +51,11 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     table = add_features(raw, cfg.features, horizon).withColumn("_dt", F.col("open_time") - F.lag("open_time").over(w))
     table = table.persist(StorageLevel.MEMORY_AND_DISK)
 
-    needed = [*feats, "trail_rv"]
-    undefined = F.lit(False)
-    for c in needed:
-        # Spark returns null (not inf) for x / 0 and log(x <= 0); NaN and inf come from NaN/inf input.
-        undefined = undefined | F.col(c).isNull() | F.isnan(c) | F.col(c).isin(math.inf, -math.inf)
-    bad_label = F.col("fwd_rv").isNull() | F.isnan("fwd_rv") | F.col("fwd_rv").isin(math.inf, -math.inf)
+    bad_features = undefined([*feats, "trail_rv"])
+    bad_label = undefined(["fwd_rv"])
     status = (
         F.when(F.row_number().over(w) <= warmup_rows(cfg.features, horizon), "warmup")
-        .when(undefined, "invalid")
+        .when(bad_features, "invalid")
         # The last `horizon` rows of a symbol have no future to label; a bad value ahead is invalid.
         .when(F.col("label_end_time").isNull(), "no_label")
         .when(bad_label, "invalid")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 import rstack
+from rstack.bundle import FORMAT_VERSION, Bundle, model_checksums
 from rstack.config import Config, Level0Config
 from rstack.data import Dataset, discover, make_batches
 from rstack.errors import RstackError, TrainingError
@@ -247,6 +248,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
 
         t = time.time()
         manifest = _manifest(run, cfg, dataset, summary, batches, metas, meta_result, runtime, overlap)
+        manifest["checksums"] = model_checksums(run.work, Bundle._model_dirs(manifest))
         manifest["timings"] = {**timings, "save": 0.0, "total": time.time() - t_start}
         run.write_manifest(manifest)
         final = run.commit()
@@ -299,7 +301,7 @@ def _manifest(
 ) -> dict[str, Any]:
     t0 = min(m["started"] for m in metas)
     return {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "run_id": run.run_id,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": cfg.to_dict(),

@@ -27,7 +27,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "making .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
 echo "installing rstack$1 into .venv"
 .venv/bin/python -m pip install --quiet -e ".$1" 2>&1 | grep -v "is ignored: it is neither" || true
 .venv/bin/python -c "import rstack, ray, raydp, pyspark" || { echo "error: install into .venv failed" >&2; exit 1; }

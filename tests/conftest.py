@@ -14,6 +14,7 @@ import pytest
 from rstack.config import Config, load_config
 from rstack.runtime import Runtime
 from rstack.synth import write_synthetic
+from rstack.train import TrainResult, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,3 +65,14 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     write_synthetic(out, symbols=6, rows=1500, seed=11)
     return out
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def trained(synth_dir: Path, models: Path, runtime: Runtime) -> TrainResult:
+    """One real training run on the synthetic set, shared by the tests that need a saved run."""
+    return train(synth_dir, models, light_config(), runtime)

@@ -55,9 +55,10 @@ def test_meta_learners_see_only_their_segment(tmp_path: Path, on_host: Callable[
     new_test = on_host(fit, relabel(base, 3, 1), tables, str(tmp_path / "b"))
     new_l2fit = on_host(fit, relabel(base, 2, 2), tables, str(tmp_path / "c"))
     new_l1fit = on_host(fit, relabel(base, 1, 3), tables, str(tmp_path / "d"))
-    # Test labels changed: neither level moves.
+    # Test labels changed: neither level moves. (Level 2's optimizer sums partial gradients in
+    # task-completion order, so its last bits may differ between fits; 1e-9 is far below any effect.)
     np.testing.assert_array_equal(ref["l1"], new_test["l1"])
-    np.testing.assert_array_equal(ref["l2"], new_test["l2"])
+    np.testing.assert_allclose(ref["l2"], new_test["l2"], rtol=0, atol=1e-9)
     # L2-fit labels changed: Level 1 stays, Level 2 moves.
     np.testing.assert_array_equal(ref["l1"], new_l2fit["l1"])
     assert not np.allclose(ref["l2"], new_l2fit["l2"])

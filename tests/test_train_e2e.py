@@ -15,21 +15,9 @@ from typer.testing import CliRunner
 from rstack.cli import app
 from rstack.data import discover
 from rstack.rescore import rescore_run
-from rstack.runtime import Runtime
-from rstack.train import TrainResult, max_overlap, train
-from tests.conftest import light_config
+from rstack.train import TrainResult, max_overlap
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
-def trained(synth_dir: Path, models: Path, runtime: Runtime) -> TrainResult:
-    return train(synth_dir, models, light_config(), runtime)
 
 
 def test_run_layout_and_manifest(trained: TrainResult, models: Path) -> None:

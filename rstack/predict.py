@@ -1,0 +1,52 @@
+"""``rstack predict``: a saved run scores a folder of klines, through the bundle's scoring path."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rstack.bundle import Bundle
+from rstack.data import Dataset, read_klines
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def predict_dir(
+    spark: SparkSession, state: dict[str, Any], run_dir: str, dataset: Dataset, out: str, threshold: float | None
+) -> dict[str, Any]:
+    """Write predictions for every row of ``dataset`` whose features are defined to ``out`` (one
+    Parquet file, written atomically); return counts per symbol, warm-up and invalid rows included."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    t0 = time.time()
+    bundle = Bundle.open(run_dir)
+    feats = bundle.featurize(read_klines(spark, dataset)).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = feats.groupBy("symbol", "_status").count().collect()
+        preds = bundle.score_features(feats.where(F.col("_status") == "ok"), threshold)
+        frame = preds.toPandas().sort_values(["symbol", "open_time"], kind="mergesort").reset_index(drop=True)
+    finally:
+        feats.unpersist()
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, target)
+    per_symbol: dict[str, dict[str, int]] = {}
+    for r in counts:
+        per_symbol.setdefault(r["symbol"], {"ok": 0, "warmup": 0, "invalid": 0})[r["_status"]] = r["count"]
+    known = set(bundle.manifest["symbols"])
+    return {
+        "run_id": bundle.manifest["run_id"],
+        "out": str(target),
+        "rows_written": len(frame),
+        "per_symbol": per_symbol,
+        "unknown_symbols": sorted(s for s in per_symbol if s not in known),
+        "warmup_rows": sum(v["warmup"] for v in per_symbol.values()),
+        "invalid_rows": sum(v["invalid"] for v in per_symbol.values()),
+        "seconds": time.time() - t0,
+    }

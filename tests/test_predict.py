@@ -1,0 +1,164 @@
+"""Batch and streaming inference from a saved run, through the same scoring path as training."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import rstack
+from rstack.bundle import Bundle
+from rstack.cli import app
+from rstack.data import discover, read_klines
+from rstack.errors import InputError
+from rstack.predict import predict_dir
+from rstack.stream import stream_dir
+from rstack.train import TrainResult
+
+pytestmark = pytest.mark.slow
+PROB_COLS = ["l0_batch_000", "l0_batch_001", "l1", "l2"]
+
+
+def test_cli_predict_reproduces_training_probabilities(trained: TrainResult, synth_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    # A symbol the models never saw: scored (Level 0 is symbol-agnostic) but flagged.
+    pd.read_parquet(synth_dir / "SYN000USDT.parquet").assign(symbol="NEWUSDT").to_parquet(data / "NEWUSDT.parquet")
+    out = tmp_path / "preds.parquet"
+    result = CliRunner().invoke(
+        app, ["predict", str(data), "--run", str(trained.run_dir), "--out", str(out), "--no-dashboard"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "NEWUSDT" in result.output and "unknown at training time" in result.output
+    preds = pd.read_parquet(out)
+    recorded = pd.read_parquet(trained.run_dir / "predictions" / "test.parquet")
+    both = recorded.merge(preds, on=["symbol", "open_time"], suffixes=("_train", "_pred"))
+    assert len(both) == len(recorded)  # every test row was predicted
+    for col in PROB_COLS:
+        np.testing.assert_allclose(both[f"{col}_pred"], both[f"{col}_train"], rtol=0, atol=1e-9, err_msg=col)
+    assert (preds["predicted"] == (preds["l2"] >= 0.5).astype(int)).all()
+    assert set(preds.loc[~preds["known_symbol"], "symbol"]) == {"NEWUSDT"}
+    # Warm-up rows are reported per symbol, not silently dropped: 50 rows each, 1500 - 50 scored.
+    assert (preds.groupby("symbol").size() == 1450).all()
+    assert "   1450       50        0" in result.output
+
+
+def _api_predict(spark: Any, state: dict, run_dir: str, data_dir: str) -> tuple[pd.DataFrame, int]:
+    from pyspark.ml.classification import LogisticRegressionModel, RandomForestClassificationModel
+
+    bundle = rstack.load(run_dir)
+    frame = bundle.predict(read_klines(spark, discover(Path(data_dir)))).toPandas()
+    # The seed's own loaders still work on the saved stages.
+    rf = RandomForestClassificationModel.load(glob.glob(f"{run_dir}/level0/batch_000/stages/1_*")[0])
+    LogisticRegressionModel.load(glob.glob(f"{run_dir}/level2/stages/1_*")[0])
+    return frame, rf.getNumTrees
+
+
+def test_python_api_and_seed_loaders(
+    trained: TrainResult, synth_dir: Path, tmp_path: Path, on_host: Callable[..., Any]
+) -> None:
+    frame, trees = on_host(_api_predict, str(trained.run_dir), str(synth_dir))
+    assert trees == 100
+    summary = on_host(predict_dir, str(trained.run_dir), discover(synth_dir), str(tmp_path / "p.parquet"), None)
+    batch = pd.read_parquet(tmp_path / "p.parquet")
+    frame = frame.sort_values(["symbol", "open_time"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        frame[["symbol", "open_time", *PROB_COLS]], batch[["symbol", "open_time", *PROB_COLS]]
+    )
+    assert summary["warmup_rows"] == 6 * 50 and summary["invalid_rows"] == 0
+
+
+def _tamper(run: Path, how: str) -> None:
+    manifest_path = run / "manifest.json"
+    m = json.loads(manifest_path.read_text())
+    model_file = sorted((run / "level1").rglob("part-*"))[0]
+    if how == "changed":
+        model_file.write_bytes(model_file.read_bytes() + b"x")
+    elif how == "missing":
+        model_file.unlink()
+    elif how == "extra":
+        (run / "level2" / "stray.bin").write_bytes(b"x")
+    elif how == "newer":
+        m["format_version"] = 99
+    elif how == "features":
+        m["features"] = m["features"][:-1]
+    elif how == "pyspark":
+        m["versions"]["pyspark"] = "3.4.1"
+    elif how == "no_checksums":
+        m.pop("checksums")
+    manifest_path.write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize(
+    ("how", "match"),
+    [
+        ("changed", r"level1/.*part-.* was changed after training"),
+        ("missing", r"level1/.*part-.* is missing"),
+        ("extra", r"level2/stray.bin is not part of the trained bundle"),
+        ("newer", r"bundle format 99 is newer than this rstack reads \(1\); upgrade rstack"),
+        ("features", r"features .* differ from what this rstack computes"),
+        ("pyspark", r"saved by pyspark 3.4.1, this is pyspark 3.5"),
+        ("no_checksums", r"no model checksums recorded"),
+    ],
+)
+def test_bundle_refuses_what_does_not_match(trained: TrainResult, tmp_path: Path, how: str, match: str) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained.run_dir, run)
+    Bundle.open(run)  # the untouched copy opens
+    _tamper(run, how)
+    with pytest.raises(InputError, match=match):
+        Bundle.open(run)
+
+
+def _drop(watch: Path, name: str, frame: pd.DataFrame, mtime: int) -> None:
+    # Written elsewhere and renamed in, as a producer should; mtimes fix the file source's order.
+    tmp = watch.parent / f".{name}"
+    frame.to_parquet(tmp, index=False)
+    os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, watch / name)
+
+
+def test_stream_equals_batch_and_resumes_without_repeats(
+    trained: TrainResult, synth_dir: Path, tmp_path: Path, on_host: Callable[..., Any]
+) -> None:
+    symbols = ["SYN000USDT", "SYN004USDT"]
+    tail = pd.concat(pd.read_parquet(synth_dir / f"{s}.parquet").iloc[-300:] for s in symbols)
+    tail = tail.sort_values(["open_time", "symbol"]).reset_index(drop=True)
+    chunks = np.array_split(np.arange(len(tail)), 5)
+    watch, out, ckpt = tmp_path / "in", tmp_path / "out", tmp_path / "ckpt"
+    watch.mkdir()
+    run = str(trained.run_dir)
+
+    for i in range(3):
+        _drop(watch, f"part-{i}.parquet", tail.iloc[chunks[i]], 1_700_000_000 + i)
+    first = on_host(stream_dir, run, str(watch), str(out), str(ckpt), True)
+    assert [b["batch_id"] for b in first["batches"]] == [0, 1, 2]
+
+    # A restart on the same checkpoint reads only the new files and keeps the lookback.
+    for i in range(3, 5):
+        _drop(watch, f"part-{i}.parquet", tail.iloc[chunks[i]], 1_700_000_000 + i)
+    second = on_host(stream_dir, run, str(watch), str(out), str(ckpt), True)
+    assert [b["batch_id"] for b in second["batches"]] == [3, 4]
+    assert len(list(out.glob("batch-*.parquet"))) == 5  # one file per micro-batch
+
+    streamed = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("batch-*.parquet")))
+    assert not streamed.duplicated(["symbol", "open_time"]).any()
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    tail.to_parquet(whole / "all.parquet", index=False)
+    on_host(predict_dir, run, discover(whole), str(tmp_path / "batch.parquet"), None)
+    batch = pd.read_parquet(tmp_path / "batch.parquet")
+    streamed = streamed.sort_values(["symbol", "open_time"]).reset_index(drop=True)
+    assert len(streamed) == len(batch) == 2 * (300 - 50)
+    pd.testing.assert_frame_equal(streamed, batch, check_exact=False, rtol=0, atol=1e-12)
+    stats = [b for run_ in (first, second) for b in run_["batches"]]
+    assert sum(b["warmup"] for b in stats) == 2 * 50 and sum(b["late_rows_skipped"] for b in stats) == 0
