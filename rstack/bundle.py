@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from rstack.config import Config, build_config
 from rstack.errors import InputError
 from rstack.features import add_features, feature_names, undefined, warmup_rows
+from rstack.models import with_probability
 from rstack.runs import MANIFEST, load_manifest
 
 if TYPE_CHECKING:
@@ -33,14 +34,6 @@ def model_checksums(run_dir: Path, rels: list[str]) -> dict[str, str]:
             if path.is_file() and not path.name.endswith(".crc"):
                 out[str(path.relative_to(run_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def with_probability(model: PipelineModel, df: DataFrame, alias: str) -> DataFrame:
-    """``df`` with one more column: the model's probability of class 1."""
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    return model.transform(df).select(*df.columns, vector_to_array(F.col("probability"))[1].alias(alias))
 
 
 def feature_status(cfg: Config) -> Column:

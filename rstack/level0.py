@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from rstack.config import Level0Config
 from rstack.errors import TrainingError
-from rstack.models import random_forest
+from rstack.models import random_forest, with_probability
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -36,10 +36,8 @@ class BatchSpec:
 
 
 def probability_of_one(model: PipelineModel, df: DataFrame, alias: str) -> DataFrame:
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    return model.transform(df).select("symbol", "open_time", vector_to_array(F.col("probability"))[1].alias(alias))
+    """(symbol, open_time, probability of class 1) for every row of ``df``."""
+    return with_probability(model, df, alias).select("symbol", "open_time", alias)
 
 
 def fit_level0_batch(

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 from rstack.config import Level0Config, Level1Config, Level2Config
 
 if TYPE_CHECKING:
-    from pyspark.ml import Estimator, Pipeline
+    from pyspark.ml import Estimator, Pipeline, PipelineModel
+    from pyspark.sql import DataFrame
 
 
 def assembled(inputs: list[str], estimator: Estimator) -> Pipeline:
@@ -37,3 +38,12 @@ def logistic(inputs: list[str], cfg: Level2Config) -> Pipeline:
         elasticNetParam=cfg.elastic_net_param,
     )
     return assembled(inputs, lr)
+
+
+def with_probability(model: PipelineModel, df: DataFrame, alias: str) -> DataFrame:
+    """``df`` with one more column: the model's probability of class 1. Training, rescoring,
+    ``predict`` and ``stream`` all score through this one function."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    return model.transform(df).select(*df.columns, vector_to_array(F.col("probability"))[1].alias(alias))
