@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rstack.config import Config, build_config
 from rstack.errors import InputError
-from rstack.features import add_features, feature_names, undefined, warmup_rows
+from rstack.features import add_features, feature_names, row_in_run, undefined, warmup_rows
 from rstack.models import with_probability
 from rstack.runs import MANIFEST, load_manifest
 
@@ -38,12 +38,10 @@ def model_checksums(run_dir: Path, rels: list[str]) -> dict[str, str]:
 
 def feature_status(cfg: Config) -> Column:
     """'warmup' for each symbol's leading rows, 'invalid' where a feature is undefined, else 'ok'."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    w = Window.partitionBy("symbol").orderBy("open_time")
     return (
-        F.when(F.row_number().over(w) <= warmup_rows(cfg.features, cfg.label.horizon), "warmup")
+        F.when(row_in_run() <= warmup_rows(cfg.features, cfg.label.horizon), "warmup")
         .when(undefined(feature_names(cfg.features)), "invalid")
         .otherwise("ok")
     )
@@ -147,7 +145,8 @@ class Bundle:
 
     def featurize(self, klines: DataFrame) -> DataFrame:
         """Features plus ``_status`` for normalized klines (symbol, open_time ms, OHLCV doubles)."""
-        feats = add_features(klines, self.config.features, self.config.label.horizon)
+        bar_ms = int(self.manifest["cutoffs"]["bar_ms"])
+        feats = add_features(klines, self.config.features, self.config.label.horizon, bar_ms)
         return feats.withColumn("_status", feature_status(self.config))
 
     def predict(self, klines: DataFrame, threshold: float | None = None) -> DataFrame:

@@ -28,6 +28,9 @@ class FeatureConfig:
     feature_set: str = "extended"
     rv_windows: tuple[int, ...] = (5, 10, 20, 50)
     volume_z_window: int = 20
+    # Largest step between consecutive candles, in bars, that lags and windows may span; after a
+    # wider gap every window restarts (warm-up again), so no feature silently bridges missing data.
+    max_gap_bars: int = 1
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,12 @@ def validate(c: Config) -> None:
         "give at least two windows, each >= 2 bars",
     )
     need(c.features.volume_z_window >= 2, "features.volume_z_window", c.features.volume_z_window, "use >= 2 bars")
+    need(
+        c.features.max_gap_bars >= 1,
+        "features.max_gap_bars",
+        c.features.max_gap_bars,
+        "use >= 1 (1 = windows never span a missing candle)",
+    )
     need(c.label.horizon >= 1, "label.horizon", c.label.horizon, "use >= 1 bar")
     need(
         0.0 < c.label.label_quantile < 1.0,

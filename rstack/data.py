@@ -7,6 +7,7 @@ the column and the fix; Spark then reads files grouped by schema and normalizes 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ REQUIRED = ("symbol", "open_time", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 # Binance spot switched to microseconds in 2025; ms epochs stay below 1e14 until year 5138.
 MICROS_THRESHOLD = 10**14
+SAFE_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class InputFile:
     size: int
     rows: int
     time_kind: str  # "int" or "timestamp"
+    symbols: tuple[str, ...]
     # Spark reads one group of files per distinct schema, so int and float prices never mix.
     schema_key: str
 
@@ -39,6 +42,9 @@ class InputFile:
 class Dataset:
     root: str
     files: tuple[InputFile, ...]
+
+    def files_of(self, symbol: str) -> list[str]:
+        return [Path(f.path).name for f in self.files if symbol in f.symbols]
 
     def fingerprint(self) -> dict[str, Any]:
         digest = hashlib.sha256()
@@ -95,8 +101,26 @@ def inspect_file(path: Path) -> InputFile:
             time_kind = kind
     if meta.num_rows == 0:
         raise InputError(f"{path}: the file has no rows; remove it or fill it with klines")
+    found = pq.read_table(path, columns=["symbol"])["symbol"].unique().to_pylist()
+    if None in found:
+        raise InputError(f"{path}: column 'symbol' has empty (null) values; fill in the symbol of every row")
+    symbols = tuple(sorted(str(s) for s in found))
+    for sym in symbols:
+        # Symbols name model and data paths; one that could leave its folder is refused outright.
+        if not SAFE_SYMBOL.match(sym):
+            raise InputError(
+                f"{path}: column 'symbol' holds {sym!r}, which is not a safe name; use letters, digits, "
+                "'.', '_' or '-' (1-64 characters, not starting with '.'), e.g. BTCUSDT"
+            )
     key = ";".join(f"{c}:{schema.field(c).type}" for c in REQUIRED)
-    return InputFile(path=str(path), size=path.stat().st_size, rows=meta.num_rows, time_kind=time_kind, schema_key=key)
+    return InputFile(
+        path=str(path),
+        size=path.stat().st_size,
+        rows=meta.num_rows,
+        time_kind=time_kind,
+        symbols=symbols,
+        schema_key=key,
+    )
 
 
 def discover(data_dir: Path) -> Dataset:

@@ -77,9 +77,27 @@ def undefined(cols: list[str]) -> Column:
 
 
 def _ordered() -> WindowSpec:
+    """Per symbol and per gap-free run, in time order: the frame of every feature and label."""
     from pyspark.sql import Window
 
-    return Window.partitionBy("symbol").orderBy("open_time")
+    return Window.partitionBy("symbol", "_run").orderBy("open_time")
+
+
+def with_runs(df: DataFrame, cfg: FeatureConfig, bar_ms: int) -> DataFrame:
+    """Adds ``_run``: a counter per symbol that steps after every gap wider than ``max_gap_bars``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("symbol").orderBy("open_time")
+    gap = (F.col("open_time") - F.lag("open_time").over(w)) > F.lit(cfg.max_gap_bars * bar_ms)
+    step = F.coalesce(gap.cast("int"), F.lit(0))
+    return df.withColumn("_run", F.sum(step).over(w.rowsBetween(Window.unboundedPreceding, 0)))
+
+
+def row_in_run() -> Column:
+    from pyspark.sql import functions as F
+
+    return F.row_number().over(_ordered())
 
 
 def _full(fn: str, col: Column, start: int, end: int) -> Column:
@@ -98,10 +116,12 @@ def _rms(col: Column, start: int, end: int) -> Column:
     return F.sqrt(_full("avg", col * col, start, end))
 
 
-def add_features(df: DataFrame, cfg: FeatureConfig, horizon: int) -> DataFrame:
-    """Adds feature columns, repair flags, ``trail_rv`` (baseline), ``fwd_rv`` and ``label_end_time``."""
+def add_features(df: DataFrame, cfg: FeatureConfig, horizon: int, bar_ms: int) -> DataFrame:
+    """Adds ``_run``, feature columns, repair flags, ``trail_rv`` (baseline), ``fwd_rv`` and
+    ``label_end_time``. ``bar_ms`` is the candle interval, for gap detection."""
     from pyspark.sql import functions as F
 
+    df = with_runs(df, cfg, bar_ms)
     w = _ordered()
     close, volume = F.col("close"), F.col("volume")
     out = df.select(

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from rstack.config import Config
 from rstack.data import Dataset, read_klines
 from rstack.errors import InputError
-from rstack.features import add_features, feature_names, undefined, warmup_rows
+from rstack.features import add_features, feature_names, row_in_run, undefined, warmup_rows
 from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, segment_column
+from rstack.validate import validate_klines
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -21,42 +22,23 @@ if TYPE_CHECKING:
 BASELINE_COL = "baseline_p"
 
 
-def _bar_ms(df: DataFrame) -> int:
-    """The most common spacing between consecutive candles, over all symbols."""
-    from pyspark.sql import functions as F
-
-    row = (
-        df.where(F.col("_dt").isNotNull() & (F.col("_dt") > 0))
-        .groupBy("_dt")
-        .count()
-        .orderBy(F.desc("count"), F.asc("_dt"))
-        .first()
-    )
-    if row is None:
-        raise InputError("every symbol has a single candle; rstack needs a time series per symbol")
-    return int(row["_dt"])
-
-
 def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> tuple[DataFrame, dict[str, Any]]:
     """Returns the persisted table (segment >= 0 rows of usable symbols) and a summary for the manifest."""
     from pyspark import StorageLevel
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     t0 = time.time()
     horizon = cfg.label.horizon
     feats = feature_names(cfg.features)
-    raw = read_klines(spark, dataset)
-    w = Window.partitionBy("symbol").orderBy("open_time")
-    table = add_features(raw, cfg.features, horizon).withColumn("_dt", F.col("open_time") - F.lag("open_time").over(w))
-    table = table.persist(StorageLevel.MEMORY_AND_DISK)
+    raw, bar_ms, validation = validate_klines(read_klines(spark, dataset), dataset)
+    table = add_features(raw, cfg.features, horizon, bar_ms).persist(StorageLevel.MEMORY_AND_DISK)
 
     bad_features = undefined([*feats, "trail_rv"])
     bad_label = undefined(["fwd_rv"])
     status = (
-        F.when(F.row_number().over(w) <= warmup_rows(cfg.features, horizon), "warmup")
+        F.when(row_in_run() <= warmup_rows(cfg.features, horizon), "warmup")
         .when(bad_features, "invalid")
-        # The last `horizon` rows of a symbol have no future to label; a bad value ahead is invalid.
+        # The last `horizon` rows of a symbol (or before a gap) have no future to label.
         .when(F.col("label_end_time").isNull(), "no_label")
         .when(bad_label, "invalid")
         .otherwise("usable")
@@ -70,7 +52,6 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
         table.groupBy("symbol")
         .agg(
             F.count("*").alias("rows"),
-            F.countDistinct("open_time").alias("distinct_times"),
             F.min("open_time").alias("first_ms"),
             F.max("open_time").alias("last_ms"),
             *[
@@ -85,19 +66,12 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
         .collect()
     )
 
-    dupes = [r["symbol"] for r in per_symbol if r["rows"] != r["distinct_times"]]
-    if dupes:
-        raise InputError(
-            f"duplicate open_time values for symbol(s) {', '.join(dupes)} in {dataset.root}; "
-            "keep one row per (symbol, open_time) before training"
-        )
     starts = [r["usable_first_ms"] for r in per_symbol if r["usable_first_ms"] is not None]
     if not starts:
         raise InputError(
             f"no symbol in {dataset.root} has enough rows for the feature windows plus the "
             f"{horizon}-bar label horizon; give each symbol more candles"
         )
-    bar_ms = _bar_ms(table)
     cut = compute_cutoffs(
         min(starts), max(r["usable_last_ms"] for r in per_symbol if r["usable_last_ms"]), bar_ms, cfg.split.fractions
     )
@@ -194,7 +168,10 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
                 "dropped_no_label": r["no_label"],
                 "dropped_invalid": r["invalid"],
                 "usable": r["usable"],
-                "repairs": {f.removeprefix("repair_"): r[f] for f in repair_flags},
+                "repairs": {f.removeprefix("repair_"): r[f] for f in repair_flags}
+                | {"duplicate_rows_removed": validation[r["symbol"]]["duplicate_rows_removed"]},
+                "gaps": validation[r["symbol"]]["gaps"],
+                "missing_candles": validation[r["symbol"]]["missing_candles"],
                 "segments": segment_rows.get(r["symbol"], {n: 0 for n in SEGMENTS}),
             }
             for r in per_symbol
@@ -206,5 +183,8 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
         for k in ("rows", "dropped_warmup", "dropped_no_label", "dropped_invalid", "usable")
     }
     totals["repairs"] = {f.removeprefix("repair_"): sum(r[f] for r in per_symbol) for f in repair_flags}
+    totals["repairs"]["duplicate_rows_removed"] = sum(v["duplicate_rows_removed"] for v in validation.values())
+    totals["gaps"] = sum(v["gaps"] for v in validation.values())
+    totals["missing_candles"] = sum(v["missing_candles"] for v in validation.values())
     summary["totals"] = totals
     return final, summary

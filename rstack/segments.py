@@ -28,12 +28,12 @@ class Cutoffs:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["cutoffs_utc"] = [_iso(c) for c in self.cutoffs_ms]
-        d["start_utc"], d["end_utc"] = _iso(self.start_ms), _iso(self.end_ms)
+        d["cutoffs_utc"] = [iso(c) for c in self.cutoffs_ms]
+        d["start_utc"], d["end_utc"] = iso(self.start_ms), iso(self.end_ms)
         return d
 
 
-def _iso(ms: int) -> str:
+def iso(ms: int) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

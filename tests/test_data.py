@@ -52,9 +52,29 @@ def nothing(d: Path) -> None:
     (d / "notes.txt").write_text("no parquet here")
 
 
+def escaping_symbol(d: Path) -> None:
+    klines(symbol="../x").to_parquet(d / "A.parquet")
+
+
+def slash_symbol(d: Path) -> None:
+    klines(symbol="/").to_parquet(d / "A.parquet")
+
+
+def nul_symbol(d: Path) -> None:
+    klines(symbol="BTC\x00USDT").to_parquet(d / "A.parquet")
+
+
+def null_symbol(d: Path) -> None:
+    klines().assign(symbol=None).astype({"symbol": "string"}).to_parquet(d / "A.parquet")
+
+
 @pytest.mark.parametrize(
     ("make", "match"),
     [
+        (escaping_symbol, r"A\.parquet: column 'symbol' holds '../x', which is not a safe name"),
+        (slash_symbol, r"column 'symbol' holds '/', which is not a safe name"),
+        (nul_symbol, r"column 'symbol' holds 'BTC\\x00USDT', which is not a safe name"),
+        (null_symbol, r"column 'symbol' has empty \(null\) values"),
         (drop_volume, r"A\.parquet: missing column\(s\) volume; required columns are"),
         (string_prices, r"A\.parquet: column 'close' has type (large_)?string, expected a number; cast it"),
         (string_time, r"A\.parquet: column 'open_time' has type (large_)?string; expected int64 epoch"),
@@ -90,3 +110,14 @@ def test_discover_fingerprint_and_kinds(tmp_path: Path) -> None:
 
 def test_batches_are_sorted_and_sized() -> None:
     assert make_batches(["D", "A", "C", "B", "E"], 2) == [["A", "B"], ["C", "D"], ["E"]]
+
+
+def test_extra_columns_and_zoned_timestamps_are_accepted(tmp_path: Path) -> None:
+    k = klines(3).assign(quote_volume=1.0, trades=5)  # extra columns: kept out of training, no error
+    k.to_parquet(tmp_path / "A.parquet")
+    z = klines(3, "BBBUSDT")
+    z["open_time"] = pd.to_datetime(z["open_time"], unit="ms", utc=True).dt.tz_convert("Asia/Tokyo")
+    z.to_parquet(tmp_path / "B.parquet")
+    ds = discover(tmp_path)
+    assert [f.symbols for f in ds.files] == [("AAAUSDT",), ("BBBUSDT",)]
+    assert ds.files_of("BBBUSDT") == ["B.parquet"]

@@ -20,9 +20,19 @@ CFG = FeatureConfig()
 COMPARED = [*feature_names(CFG), "trail_rv", "fwd_rv", "label_end_time"]
 
 
+HOUR_MS = 3_600_000
+
+
 def spark_features(spark: Any, state: dict, data_dir: str, cfg: FeatureConfig, horizon: int) -> pd.DataFrame:
-    df = add_features(read_klines(spark, discover(Path(data_dir))), cfg, horizon)
+    df = add_features(read_klines(spark, discover(Path(data_dir))), cfg, horizon, HOUR_MS)
     return df.toPandas().sort_values(["symbol", "open_time"]).reset_index(drop=True)
+
+
+def reference_with_gaps(one: pd.DataFrame, max_gap_bars: int = 1) -> pd.DataFrame:
+    """The reference applied to each gap-free run of one symbol separately."""
+    one = one.sort_values("open_time").reset_index(drop=True)
+    run = (one["open_time"].diff() > max_gap_bars * HOUR_MS).cumsum()
+    return pd.concat(reference(g.reset_index(drop=True)) for _, g in one.groupby(run)).reset_index(drop=True)
 
 
 def reference(one: pd.DataFrame, horizon: int = HORIZON) -> pd.DataFrame:
@@ -141,8 +151,30 @@ def test_open_time_units_are_normalized(tmp_path: Path, small: Path, on_host: Ca
         if i == 1:
             df["open_time"] = df["open_time"] * 1000  # microseconds, as Binance spot since 2025
         elif i == 2:
-            df["open_time"] = pd.to_datetime(df["open_time"], unit="ms", utc=True)
+            # A zoned timestamp: the instant counts, not the wall clock.
+            df["open_time"] = pd.to_datetime(df["open_time"], unit="ms", utc=True).dt.tz_convert("America/New_York")
         df.to_parquet(mixed / p.name)
     base = on_host(spark_features, str(small), CFG, HORIZON)
     got = on_host(spark_features, str(mixed), CFG, HORIZON)
     pd.testing.assert_frame_equal(base[["symbol", "open_time", *COMPARED]], got[["symbol", "open_time", *COMPARED]])
+
+
+def test_windows_restart_after_a_gap(tmp_path: Path, small: Path, on_host: Callable[..., Any]) -> None:
+    gapped = tmp_path / "gapped"
+    gapped.mkdir()
+    for p in sorted(small.glob("*.parquet")):
+        df = pd.read_parquet(p)
+        if p.stem == "SYN002USDT":
+            df = df.drop(index=range(90, 93))  # three missing candles
+        df.to_parquet(gapped / p.name)
+    got = on_host(spark_features, str(gapped), CFG, HORIZON)
+    one = got[got["symbol"] == "SYN002USDT"].reset_index(drop=True)
+    want = reference_with_gaps(pd.read_parquet(gapped / "SYN002USDT.parquet"))
+    assert_frames_close(one, want, COMPARED)
+    # No lag, window or label reaches across the gap: right after it everything restarts.
+    after = one[one["open_time"] > one["open_time"].iloc[89]]
+    assert after["lag1_close"].isna().sum() == 1 and after["rv_50"].isna().sum() == 50
+    assert one.loc[89, "label_end_time"] != one.loc[89, "label_end_time"]  # NaN: label would span the gap
+    # With a tolerance of 4 bars the gap is bridged and features stay defined.
+    wide = on_host(spark_features, str(gapped), FeatureConfig(max_gap_bars=4), HORIZON)
+    assert wide[wide["symbol"] == "SYN002USDT"]["rv_50"].isna().sum() == 50

@@ -118,16 +118,9 @@ def test_late_listing_is_excluded_and_reported(tmp_path: Path, data: Path, on_ho
     assert summary["per_symbol"]["NEWUSDT"]["rows"] == 100
 
 
-def test_warmup_and_invalid_rows_are_counted(tmp_path: Path, data: Path, on_host: Callable[..., Any]) -> None:
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for p in sorted(data.glob("*.parquet")):
-        df = pd.read_parquet(p)
-        if p.stem == "SYN002USDT":
-            df.loc[300, "close"] = 0.0  # log(0) is null in Spark: must count as invalid, not warm-up
-        df.to_parquet(bad / p.name)
+def test_warmup_and_label_rows_are_counted(data: Path, on_host: Callable[..., Any]) -> None:
     cfg = light_config()
-    _, summary = on_host(table_and_summary, str(bad), cfg)
+    _, summary = on_host(table_and_summary, str(data), cfg)
     k = warmup_rows(cfg.features, cfg.label.horizon)
     assert k == 50
     for sym, stats in summary["per_symbol"].items():
@@ -135,18 +128,66 @@ def test_warmup_and_invalid_rows_are_counted(tmp_path: Path, data: Path, on_host
         assert stats["dropped_no_label"] == cfg.label.horizon, sym
         accounted = stats["dropped_warmup"] + stats["dropped_no_label"] + stats["dropped_invalid"] + stats["usable"]
         assert accounted == stats["rows"] == 600, sym
-    assert summary["per_symbol"]["SYN000USDT"]["dropped_invalid"] == 0
-    # The zero close poisons every window that contains it, and labels that read it.
-    assert summary["per_symbol"]["SYN002USDT"]["dropped_invalid"] >= 50
+        assert stats["gaps"] == 0 and stats["repairs"]["duplicate_rows_removed"] == 0
 
 
-def test_duplicate_timestamps_are_an_input_error(tmp_path: Path, data: Path, on_host: Callable[..., Any]) -> None:
-    dup = tmp_path / "dup"
-    dup.mkdir()
+def _edit(data: Path, out: Path, symbol: str, change: Callable[[pd.DataFrame], pd.DataFrame]) -> Path:
+    out.mkdir()
     for p in sorted(data.glob("*.parquet")):
         df = pd.read_parquet(p)
-        if p.stem == "SYN003USDT":
-            df = pd.concat([df, df.iloc[[10]]])
-        df.to_parquet(dup / p.name)
-    with pytest.raises(InputError, match=r"duplicate open_time values for symbol\(s\) SYN003USDT"):
-        on_host(table_and_summary, str(dup), light_config())
+        (change(df) if p.stem == symbol else df).to_parquet(out / p.name)
+    return out
+
+
+def _set(row: int, **values: float) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def change(df: pd.DataFrame) -> pd.DataFrame:
+        for col, v in values.items():
+            df.loc[row, col] = v
+        return df
+
+    return change
+
+
+def _off_grid(df: pd.DataFrame) -> pd.DataFrame:
+    df.loc[df.index[300:], "open_time"] += 60_000  # a 1h series that switches to a 1m offset
+    return df
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            _set(300, close=0.0),
+            r"symbol SYN002USDT \(SYN002USDT.parquet\): bad values in 1 rows \(nonpositive_price 1, incon",
+        ),
+        (_set(300, close=float("nan")), r"bad values in 1 rows \(nonfinite_price 1\), first nonfinite_price at"),
+        (_set(300, high=1e-9), r"inconsistent_ohlc 1"),
+        (_set(300, volume=-1.0), r"negative_volume 1.*fix or drop those rows"),
+        (
+            lambda df: pd.concat([df, df.iloc[[10]].assign(volume=df["volume"].iloc[10] + 1.0)]),
+            r"1 open_time value\(s\) appear in rows with different values",
+        ),
+        (_off_grid, r"steps are not a multiple of the dataset's interval 3600000 ms .* mixed intervals"),
+    ],
+)
+def test_bad_rows_are_errors_naming_symbol_and_fix(
+    tmp_path: Path, data: Path, on_host: Callable[..., Any], change: Callable[[pd.DataFrame], pd.DataFrame], match: str
+) -> None:
+    bad = _edit(data, tmp_path / "bad", "SYN002USDT", change)
+    with pytest.raises(InputError, match=match):
+        on_host(table_and_summary, str(bad), light_config())
+
+
+def test_exact_duplicates_and_gaps_are_repaired_and_counted(
+    tmp_path: Path, data: Path, on_host: Callable[..., Any]
+) -> None:
+    def dup_and_gap(df: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([df.drop(index=range(200, 204)), df.iloc[[10, 11]]]).sample(frac=1.0, random_state=0)
+
+    edited = _edit(data, tmp_path / "edited", "SYN003USDT", dup_and_gap)  # also unsorted: order is irrelevant
+    _, summary = on_host(table_and_summary, str(edited), light_config())
+    s = summary["per_symbol"]["SYN003USDT"]
+    assert s["repairs"]["duplicate_rows_removed"] == 2
+    assert (s["gaps"], s["missing_candles"]) == (1, 4)
+    assert s["rows"] == 596 and s["dropped_warmup"] == 2 * 50  # windows restart after the gap
+    assert summary["totals"]["repairs"]["duplicate_rows_removed"] == 2
