@@ -111,10 +111,15 @@ def test_late_listing_is_excluded_and_reported(tmp_path: Path, data: Path, on_ho
         pd.read_parquet(p).to_parquet(late / p.name)
     newcomer = pd.read_parquet(data / "SYN000USDT.parquet").iloc[-100:].assign(symbol="NEWUSDT")
     newcomer.to_parquet(late / "NEWUSDT.parquet")
+    # Too short for the 50-bar windows plus the horizon: no usable row at all.
+    short = pd.read_parquet(data / "SYN001USDT.parquet").iloc[:40].assign(symbol="SHORTUSDT")
+    short.to_parquet(late / "SHORTUSDT.parquet")
     table, summary = on_host(table_and_summary, str(late), light_config())
     assert "NEWUSDT" in summary["excluded_symbols"]
     assert "0 usable L0-train rows" in summary["excluded_symbols"]["NEWUSDT"]
-    assert "NEWUSDT" not in set(table["symbol"])
+    assert "0 usable L0-train rows" in summary["excluded_symbols"]["SHORTUSDT"]
+    assert summary["per_symbol"]["SHORTUSDT"]["usable"] == 0
+    assert not {"NEWUSDT", "SHORTUSDT"} & set(table["symbol"])
     assert summary["per_symbol"]["NEWUSDT"]["rows"] == 100
 
 
@@ -161,6 +166,7 @@ def _off_grid(df: pd.DataFrame) -> pd.DataFrame:
             r"symbol SYN002USDT \(SYN002USDT.parquet\): bad values in 1 rows \(nonpositive_price 1, incon",
         ),
         (_set(300, close=float("nan")), r"bad values in 1 rows \(nonfinite_price 1\), first nonfinite_price at"),
+        (_set(300, high=float("inf")), r"bad values in 1 rows \(nonfinite_price 1\)"),
         (_set(300, high=1e-9), r"inconsistent_ohlc 1"),
         (_set(300, volume=-1.0), r"negative_volume 1.*fix or drop those rows"),
         (
@@ -185,9 +191,16 @@ def test_exact_duplicates_and_gaps_are_repaired_and_counted(
         return pd.concat([df.drop(index=range(200, 204)), df.iloc[[10, 11]]]).sample(frac=1.0, random_state=0)
 
     edited = _edit(data, tmp_path / "edited", "SYN003USDT", dup_and_gap)  # also unsorted: order is irrelevant
+    # The same symbol in two files, overlapping by 5 equal rows.
+    whole = pd.read_parquet(data / "SYN001USDT.parquet")
+    (edited / "SYN001USDT.parquet").unlink()
+    whole.iloc[:305].to_parquet(edited / "SYN001USDT-a.parquet")
+    whole.iloc[300:].to_parquet(edited / "SYN001USDT-b.parquet")
     _, summary = on_host(table_and_summary, str(edited), light_config())
     s = summary["per_symbol"]["SYN003USDT"]
     assert s["repairs"]["duplicate_rows_removed"] == 2
     assert (s["gaps"], s["missing_candles"]) == (1, 4)
     assert s["rows"] == 596 and s["dropped_warmup"] == 2 * 50  # windows restart after the gap
-    assert summary["totals"]["repairs"]["duplicate_rows_removed"] == 2
+    assert summary["per_symbol"]["SYN001USDT"]["repairs"]["duplicate_rows_removed"] == 5
+    assert summary["per_symbol"]["SYN001USDT"]["rows"] == 600
+    assert summary["totals"]["repairs"]["duplicate_rows_removed"] == 2 + 5
