@@ -30,7 +30,8 @@ def synth_symbol(
 ) -> pd.DataFrame:
     # GARCH(1,1): sigma2_t = omega + alpha * r_{t-1}^2 + beta * sigma2_{t-1}
     base_vol = rng.uniform(0.002, 0.02)
-    alpha, beta = rng.uniform(0.05, 0.12), rng.uniform(0.82, 0.9)
+    # alpha + beta < 1 keeps the process stationary (omega > 0); at most 0.97 here.
+    alpha, beta = rng.uniform(0.05, 0.1), rng.uniform(0.82, 0.87)
     omega = base_vol**2 * (1 - alpha - beta)
     dof = 4.0
     shocks = rng.standard_t(dof, size=rows) / np.sqrt(dof / (dof - 2))

@@ -46,3 +46,15 @@ def test_bad_usage_exits_2_with_a_message(
     assert result.exit_code == 2, result.output
     assert match in result.output
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+@pytest.mark.parametrize(("symbols", "rows", "seed"), [(12, 3000, 7), (40, 400, 3)])  # first: the demo's set
+def test_synth_is_finite_and_valid(tmp_path: Path, symbols: int, rows: int, seed: int) -> None:
+    from rstack.check import check_dir
+    from rstack.synth import write_synthetic
+
+    write_synthetic(tmp_path, symbols=symbols, rows=rows, seed=seed)
+    stats = check_dir(tmp_path)
+    assert len(stats) == symbols
+    assert all(s["bad"] == 0 and s["gaps"] == 0 and s["duplicate_rows"] == 0 for s in stats.values())
+    assert sum(s["zero_volume"] for s in stats.values()) > 0  # the Binance quirk is there on purpose
