@@ -31,7 +31,7 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     horizon = cfg.label.horizon
     feats = feature_names(cfg.features)
     raw, bar_ms, validation = validate_klines(read_klines(spark, dataset), dataset)
-    table = add_features(raw, cfg.features, horizon, bar_ms).persist(StorageLevel.MEMORY_AND_DISK)
+    table = add_features(raw, cfg.features, horizon, bar_ms)
 
     bad_features = undefined([*feats, "trail_rv"])
     bad_label = undefined(["fwd_rv"])
@@ -43,7 +43,8 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
         .when(bad_label, "invalid")
         .otherwise("usable")
     )
-    table = table.withColumn("_status", status)
+    # Persisted with its status: the counts, segments, thresholds and final table all read it.
+    table = table.withColumn("_status", status).persist(StorageLevel.MEMORY_AND_DISK)
     repair_flags = ["repair_zero_prev_volume"]
     if cfg.features.feature_set == "extended":
         repair_flags += ["repair_flat_long_rv", "repair_flat_volume_window"]

@@ -51,7 +51,6 @@ def process_micro_batch(
     threshold: float | None,
 ) -> dict[str, Any]:
     import pandas as pd
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     t0 = time.time()
@@ -72,13 +71,16 @@ def process_micro_batch(
     stats: dict[str, Any] = {"batch_id": batch_id, "rows_in": len(new), "late_rows_skipped": int(late.sum())}
     if not combined.empty:
         df = spark.createDataFrame(combined)
-        fresh_feats = bundle.featurize(df).where(F.col("_new"))  # featurize keeps the _new flag
-        counts = {r["_status"]: r["count"] for r in fresh_feats.groupBy("_status").count().collect()}
-        preds = bundle.score_features(fresh_feats.where(F.col("_status") == "ok"), threshold).toPandas()
+        # Persisted: the status counts and the scoring both read it.
+        fresh_feats = bundle.featurize(df).where(F.col("_new")).persist()  # featurize keeps the _new flag
+        try:
+            counts = {r["_status"]: r["count"] for r in fresh_feats.groupBy("_status").count().collect()}
+            preds = bundle.score_features(fresh_feats.where(F.col("_status") == "ok"), threshold).toPandas()
+        finally:
+            fresh_feats.unpersist()
         preds = preds.sort_values(KEY, kind="mergesort").reset_index(drop=True)
-        w = Window.partitionBy("symbol").orderBy(F.desc("open_time"))
-        keep = df.drop("_new").withColumn("_r", F.row_number().over(w)).where(F.col("_r") <= bundle.lookback)
-        next_buffer = keep.drop("_r").toPandas().sort_values(KEY, kind="mergesort").reset_index(drop=True)
+        ordered = combined.drop(columns="_new").sort_values(KEY, kind="mergesort")
+        next_buffer = ordered.groupby("symbol", sort=False).tail(bundle.lookback).reset_index(drop=True)
     else:
         counts, next_buffer = {}, buffer
         preds = pd.DataFrame()

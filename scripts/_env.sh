@@ -28,7 +28,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-echo "installing rstack$1 into .venv"
-.venv/bin/python -m pip install --quiet -e ".$1" 2>&1 | grep -v "is ignored: it is neither" || true
+echo "installing rstack$1 into .venv (log: .venv/pip-install.log)"
+if ! .venv/bin/python -m pip install --quiet -e ".$1" > .venv/pip-install.log 2>&1; then
+  tail -n 30 .venv/pip-install.log >&2
+  echo "error: pip install failed; full log in .venv/pip-install.log" >&2
+  exit 1
+fi
 .venv/bin/python -c "import rstack, ray, raydp, pyspark" || { echo "error: install into .venv failed" >&2; exit 1; }
 export PYSPARK_PYTHON="$PWD/.venv/bin/python"
