@@ -42,18 +42,7 @@ COLUMNS = (
     "taker_buy_quote_volume",
     "ignore",
 )
-KEPT = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "quote_volume",
-    "trades",
-    "taker_buy_base_volume",
-    "taker_buy_quote_volume",
-)
+KEPT = tuple(c for c in COLUMNS if c not in ("close_time", "ignore"))
 TYPES = {c: pa.float64() for c in COLUMNS} | {"open_time": pa.int64(), "close_time": pa.int64(), "trades": pa.int64()}
 NAME = re.compile(
     r"^(?P<symbol>[A-Z0-9]{2,30})-(?P<interval>\d+[smhdwM])-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?:zip|csv)$"

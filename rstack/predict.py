@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rstack.bundle import Bundle
 from rstack.data import Dataset, read_klines
+from rstack.runs import write_parquet_atomic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -33,9 +33,7 @@ def predict_dir(
         feats.unpersist()
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, target)
+    write_parquet_atomic(frame, target)
     per_symbol: dict[str, dict[str, int]] = {}
     for r in counts:
         per_symbol.setdefault(r["symbol"], {"ok": 0, "warmup": 0, "invalid": 0})[r["_status"]] = r["count"]

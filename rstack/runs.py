@@ -9,9 +9,12 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rstack.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TMP_PREFIX = "_tmp-"
 FAILED_PREFIX = "_failed-"
@@ -67,6 +70,13 @@ def resolve_run(models_dir: Path, run: str = LATEST) -> Path:
     if not (path / MANIFEST).is_file():
         raise InputError(f"no complete run {run!r} in {models_dir} (no {MANIFEST}); train one with `rstack train`")
     return path.resolve()
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Readers see the old file or the whole new one, never a partial write."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,20 +18,14 @@ from typing import TYPE_CHECKING, Any
 from rstack.bundle import KEY, Bundle
 from rstack.data import MICROS_THRESHOLD, PRICE_COLUMNS
 from rstack.errors import RstackError
+from rstack.runs import write_parquet_atomic
 
 if TYPE_CHECKING:
-    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
 STREAM_SCHEMA = "symbol string, open_time long, open double, high double, low double, close double, volume double"
-
-
-def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _buffer_before(state_dir: Path, batch_id: int) -> Path | None:
@@ -92,9 +85,9 @@ def process_micro_batch(
         }
     )
     if not preds.empty:
-        _write_atomic(preds, out_dir / f"batch-{batch_id:06d}.parquet")
+        write_parquet_atomic(preds, out_dir / f"batch-{batch_id:06d}.parquet")
     # The buffer is saved after the output: a crash in between re-runs this batch from the old buffer.
-    _write_atomic(next_buffer, state_dir / f"buffer-{batch_id:06d}.parquet")
+    write_parquet_atomic(next_buffer, state_dir / f"buffer-{batch_id:06d}.parquet")
     for old in state_dir.glob("buffer-*.parquet"):
         if int(old.stem.split("-")[1]) < batch_id:
             old.unlink(missing_ok=True)
