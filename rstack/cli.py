@@ -6,7 +6,9 @@ Exit codes: 0 success, 1 runtime failure, 2 bad input or usage.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,6 +92,15 @@ def train(
     dashboard: Annotated[
         bool | None, typer.Option("--dashboard/--no-dashboard", help="Start the Ray dashboard with a local Ray.")
     ] = None,
+    max_retries: Annotated[int | None, typer.Option(help="Retries of a failed Level-0 batch.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="Continue the unfinished run with this id (MODELS/_tmp-ID or _failed-ID): same config and "
+            "data; finished Level-0 batches are not refitted.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
 ) -> None:
     """Train, evaluate and save a 3-level stacked ensemble."""
@@ -110,14 +121,20 @@ def train(
         "runtime.executor_cores": executor_cores,
         "runtime.executor_memory": executor_memory,
         "runtime.dashboard": dashboard,
+        "level0.max_retries": max_retries,
     }
+    # `ray job stop` and service managers send SIGTERM: stop as on Ctrl-C, leaving a resumable run.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         cfg = _runtime_config(config, overrides)
         runtime = Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + 2)
         try:
-            result = run_train(data_dir, models, cfg, runtime)
+            result = run_train(data_dir, models, cfg, runtime, resume=resume)
         finally:
             runtime.stop()
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
     except RstackError as exc:
         raise _fail(exc) from None
     except KeyboardInterrupt:
@@ -130,6 +147,10 @@ def train(
     t = m["timings"]
     stages = ["startup", "features", "level0", "level1_level2", "save", "total"]
     typer.echo("\nseconds: " + ", ".join(f"{k} {t[k]:.1f}" for k in stages))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _runtime_config(config: Path | None, overrides: dict[str, Any]) -> Any:

@@ -7,7 +7,9 @@ CLI flags arrive as dotted keys (``{"level0.batch_size": 4}``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -51,6 +53,8 @@ class SplitConfig:
 class Level0Config:
     batch_size: int = 10
     concurrency: int = 2
+    # Attempts after the first for a failed batch (task error, lost Spark host or executor).
+    max_retries: int = 2
     num_trees: int = 100
     max_depth: int = 10
     seed: int = 42
@@ -88,6 +92,14 @@ class RuntimeConfig:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8265
     ray_temp_dir: str | None = None
+    # Address the Spark driver and its UI bind to. 127.0.0.1 keeps the UI off the network and
+    # works when every Ray node is on this machine; "auto" lets Spark pick the host's address,
+    # which a cluster whose executors run on other hosts needs.
+    spark_bind_address: str = "127.0.0.1"
+
+
+# Keys that change how a run executes but not what it computes: a run may be resumed with others.
+EXECUTION_ONLY = ("runtime", "level0.concurrency", "level0.max_retries")
 
 
 @dataclass(frozen=True)
@@ -238,6 +250,7 @@ def validate(c: Config) -> None:
     need(c.split.min_train_rows >= 1, "split.min_train_rows", c.split.min_train_rows, "use >= 1")
     need(c.level0.batch_size >= 1, "level0.batch_size", c.level0.batch_size, "use >= 1")
     need(c.level0.concurrency >= 1, "level0.concurrency", c.level0.concurrency, "use >= 1")
+    need(0 <= c.level0.max_retries <= 10, "level0.max_retries", c.level0.max_retries, "use 0..10")
     for key in ("level0", "level1"):
         lvl = getattr(c, key)
         need(lvl.num_trees >= 1, f"{key}.num_trees", lvl.num_trees, "use >= 1")
@@ -249,6 +262,12 @@ def validate(c: Config) -> None:
     r = c.runtime
     need(r.num_executors >= 1, "runtime.num_executors", r.num_executors, "use >= 1")
     need(r.executor_cores >= 1, "runtime.executor_cores", r.executor_cores, "use >= 1")
+    need(
+        r.spark_bind_address == "auto" or re.fullmatch(r"[0-9A-Za-z.:-]+", r.spark_bind_address) is not None,
+        "runtime.spark_bind_address",
+        r.spark_bind_address,
+        "use an IP address or host name (127.0.0.1 keeps Spark local) or auto",
+    )
     need(r.shuffle_partitions >= 1, "runtime.shuffle_partitions", r.shuffle_partitions, "use >= 1")
     need(
         r.num_cpus is None or r.num_cpus > r.num_executors * r.executor_cores,
@@ -289,3 +308,16 @@ def load_config(
     if overrides:
         raw = _merge(raw, _nest({k: v for k, v in overrides.items() if v is not None}, "override"))
     return build_config(raw)
+
+
+def result_config(cfg: Config | Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a config that decides a run's results (what a resumed run must share)."""
+    # Through JSON, so a config read back from a run record (lists) equals a live one (tuples).
+    out = json.loads(json.dumps(cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)))
+    for key in EXECUTION_ONLY:
+        section, _, name = key.partition(".")
+        if name:
+            out.get(section, {}).pop(name, None)
+        else:
+            out.pop(section, None)
+    return out

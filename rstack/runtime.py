@@ -50,7 +50,13 @@ JAVA_OPENS = (
 
 
 def spark_configs(cfg: RuntimeConfig) -> dict[str, str]:
+    bind = (
+        {}
+        if cfg.spark_bind_address == "auto"
+        else {"spark.driver.host": cfg.spark_bind_address, "spark.driver.bindAddress": cfg.spark_bind_address}
+    )
     return {
+        **bind,
         "spark.driver.extraJavaOptions": JAVA_OPENS,
         "spark.executor.extraJavaOptions": JAVA_OPENS,
         "spark.ray.raydp_app_master.extraJavaOptions": JAVA_OPENS,
@@ -103,18 +109,39 @@ class SparkHost:
             "app_id": sc.applicationId,
             "ui_url": sc.uiWebUrl,
             "java_version": sc._jvm.java.lang.System.getProperty("java.version"),
+            "host_pid": os.getpid(),
         }
 
-    def run(self, fn: Callable[..., Any], *args: Any, pool: str | None = None, **kwargs: Any) -> Any:
-        """Call ``fn(spark, state, *args, **kwargs)`` on this host; ``pool`` names a FAIR pool."""
-        self.spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)
+    def run(
+        self, fn: Callable[..., Any], *args: Any, pool: str | None = None, group: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Call ``fn(spark, state, *args, **kwargs)`` on this host; ``pool`` names a FAIR pool,
+        ``group`` a Spark job group that :meth:`cancel` can stop."""
+        sc = self.spark.sparkContext
+        sc.setLocalProperty("spark.scheduler.pool", pool)
+        if group is None:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+        else:
+            sc.setJobGroup(group, fn.__name__, interruptOnCancel=True)
         return fn(self.spark, self.state, *args, **kwargs)
+
+    def cancel(self, group: str) -> None:
+        """Cancel the running Spark jobs of ``group``; the tasks that submitted them then fail fast."""
+        self.spark.sparkContext.cancelJobGroup(group)
 
     def stop(self) -> None:
         import raydp
 
         self.state.clear()
         raydp.stop_spark()
+
+
+def _actor_alive(ray: Any, name: str) -> bool:
+    try:
+        ray.get_actor(name)
+    except ValueError:
+        return False
+    return True
 
 
 class Runtime:
@@ -195,23 +222,75 @@ class Runtime:
             self.host = ray.get_actor(HOST_NAME)
             log.info("reusing the running Spark host %s", HOST_NAME)
         except ValueError:
+            env = {"PYSPARK_PYTHON": sys.executable}
+            if self.cfg.spark_bind_address != "auto":
+                # Spark's web UI binds to SPARK_LOCAL_IP, not to spark.driver.bindAddress.
+                env["SPARK_LOCAL_IP"] = self.cfg.spark_bind_address
             actor_cls = ray.remote(SparkHost)
             # num_cpus=0: the host only drives Spark; a CPU held here could starve an executor.
             self.host = actor_cls.options(
                 name=HOST_NAME,
                 num_cpus=0,
                 max_concurrency=self.max_concurrency,
-                runtime_env={"env_vars": {"PYSPARK_PYTHON": sys.executable}},
+                runtime_env={"env_vars": env},
             ).remote(self.app_name, self.cfg)
             self._owns_host = True
         self.info.update(ray.get(self.host.info.remote()))
 
+    def restart_host(self, timeout: float = 120.0) -> None:
+        """Replace a Spark host that died (its process killed, its node lost) with a fresh one.
+
+        Everything the old application held is gone: cached tables, executors, RayDP's actors.
+        RayDP's app master and Spark master are owned by the host's process and die with it, but
+        their names are freed asynchronously, so wait for that before ``init_spark`` reuses them.
+        """
+        import ray
+
+        if self.host is not None:
+            try:
+                ray.kill(self.host, no_restart=True)
+            except Exception as exc:  # noqa: BLE001 - it is usually dead already
+                log.debug("killing the old Spark host: %s", exc)
+        self.host = None
+        deadline = time.time() + timeout
+        names = (HOST_NAME, "RAY_APP_MASTER", f"{self.app_name}_SPARK_MASTER")
+        while True:
+            alive = [n for n in names if _actor_alive(ray, n)]
+            if not alive:
+                break
+            if time.time() > deadline:
+                raise RuntimeStartError(
+                    f"the old Spark application's actors {alive} were still alive {timeout:.0f}s after its host "
+                    "died; stop them (`ray stop` on a local cluster) and run again with --resume"
+                )
+            time.sleep(0.5)
+        t0 = time.time()
+        self._start_host(ray)
+        log.info("runtime: new Spark host ready in %.1fs; Spark UI %s", time.time() - t0, self.info.get("ui_url"))
+
     def call(
-        self, fn: Callable[..., Any], *args: Any, name: str | None = None, num_returns: int = 1, pool: str | None = None
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        name: str | None = None,
+        num_returns: int = 1,
+        pool: str | None = None,
+        group: str | None = None,
     ) -> Any:
         """Submit ``fn(spark, state, *args)`` to the Spark host as a Ray task; returns its ObjectRef(s)."""
         method = self.host.run.options(name=name or fn.__name__, num_returns=num_returns)
-        return method.remote(fn, *args, pool=pool)
+        return method.remote(fn, *args, pool=pool, group=group)
+
+    def cancel(self, group: str, timeout: float = 30.0) -> None:
+        """Best effort: stop ``group``'s Spark jobs (on Ctrl-C or a failed run)."""
+        import ray
+
+        if self.host is None:
+            return
+        try:
+            ray.get(self.host.cancel.remote(group), timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - the host may be gone; nothing left to cancel then
+            log.debug("could not cancel Spark job group %s: %s", group, exc)
 
     @staticmethod
     def get(refs: Any, timeout: float | None = None) -> Any:

@@ -10,6 +10,7 @@ import logging
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +19,13 @@ import pyarrow as pa
 
 import rstack
 from rstack.bundle import FORMAT_VERSION, Bundle, model_checksums
-from rstack.config import Config, Level0Config
+from rstack.checkpoint import load_batch, save_batch
+from rstack.config import Config, Level0Config, result_config
 from rstack.data import Dataset, discover, make_batches
-from rstack.errors import RstackError, TrainingError
+from rstack.errors import ConfigError, InputError, RstackError, TrainingError
 from rstack.level0 import BatchSpec, fit_level0_batch
 from rstack.prepare import build_training_table
-from rstack.runs import RunDir, write_manifest
+from rstack.runs import RUN_RECORD, RunDir, write_manifest
 from rstack.stack import base_rows, fit_levels_1_2
 
 if TYPE_CHECKING:
@@ -51,9 +53,12 @@ def _host_level0(
     batch: BatchSpec,
     feature_cols: list[str],
     cfg: Level0Config,
-    model_path: str,
+    run_work: str,
 ) -> tuple[dict[str, Any], pa.Table]:
-    return fit_level0_batch(state[run_key], batch, feature_cols, cfg, model_path)
+    model_rel = f"level0/{batch.name}"
+    meta, table = fit_level0_batch(state[run_key], batch, feature_cols, cfg, f"{run_work}/{model_rel}")
+    meta["checkpoint_seconds"] = save_batch(Path(run_work), batch.name, model_rel, meta, table)
+    return meta, table
 
 
 def _host_meta(
@@ -117,8 +122,119 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
+def _cause(exc: BaseException) -> str:
+    """One line naming what went wrong, for "retry i of n after <cause>"."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if isinstance(exc, RayActorError):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return f"the Spark host was lost ({type(exc).__name__}: {first[:200]})"
+    inner = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else exc
+    inner = inner or exc
+    lines = [ln.strip() for ln in str(inner).splitlines() if ln.strip() and not ln.startswith("Traceback")]
+    # Py4J puts the JVM's exception on the second line ("An error occurred while calling o1.fit. / : org...").
+    text = " ".join(lines[:2]) if lines else ""
+    return f"{type(inner).__name__}: {text[:300]}"
+
+
+def host_lost(exc: BaseException) -> bool:
+    from ray.exceptions import RayActorError
+
+    return isinstance(exc, RayActorError)
+
+
+def run_batches(
+    batches: list[BatchSpec],
+    submit: Callable[[BatchSpec], tuple[Any, Any]],
+    concurrency: int,
+    max_retries: int,
+    recover: Callable[[BaseException], None] | None = None,
+    cancel: Callable[[], None] | None = None,
+) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
+    """Run every batch through ``submit`` (returns the refs of its metadata and its predictions),
+    at most ``concurrency`` at once, each retried up to ``max_retries`` times.
+
+    rstack's own errors (bad input, one-class labels) are not retried: they would fail again. A lost
+    Spark host fails every batch in flight; ``recover`` then brings up a new one before they are
+    resubmitted. On any exit by exception ``cancel`` stops the Spark jobs still running and the
+    tasks in flight are waited out, so none writes into a run that is being closed.
+    """
+    import ray
+
+    queue = sorted(batches, key=lambda b: b.batch_id)
+    pending: dict[Any, tuple[BatchSpec, Any]] = {}
+    attempts = {b.batch_id: 0 for b in batches}
+    metas: dict[int, dict[str, Any]] = {}
+    tables: dict[int, Any] = {}
+    n = len(batches)
+    try:
+        while queue or pending:
+            while queue and len(pending) < concurrency:
+                batch = queue.pop(0)
+                meta_ref, table_ref = submit(batch)
+                pending[meta_ref] = (batch, table_ref)
+                log.info(
+                    "level0: %s (%d of %d) started%s: %s",
+                    batch.name,
+                    batch.batch_id + 1,
+                    n,
+                    f", attempt {attempts[batch.batch_id] + 1}" if attempts[batch.batch_id] else "",
+                    ", ".join(batch.symbols),
+                )
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                if ref not in pending:  # already failed over with a lost host
+                    continue
+                batch, table_ref = pending.pop(ref)
+                try:
+                    meta = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - sorted into retryable or not just below
+                    failed = [batch]
+                    cause_exc: BaseException = getattr(exc, "cause", None) or exc
+                    if isinstance(cause_exc, RstackError):
+                        raise cause_exc from exc
+                    lost = host_lost(exc)
+                    if lost:
+                        failed += [b for b, _ in pending.values()]
+                        pending.clear()
+                    cause = _cause(exc)
+                    for b in failed:
+                        attempts[b.batch_id] += 1
+                        if attempts[b.batch_id] > max_retries:
+                            raise TrainingError(
+                                f"level0 {b.name} ({', '.join(b.symbols)}) failed {attempts[b.batch_id]} times "
+                                f"(level0.max_retries = {max_retries}); last cause: {cause}"
+                            ) from exc
+                        log.warning(
+                            "batch %d: retry %d of %d after %s", b.batch_id, attempts[b.batch_id], max_retries, cause
+                        )
+                    if lost and recover is not None:
+                        recover(exc)
+                    queue = sorted(queue + failed, key=lambda b: b.batch_id)
+                    continue
+                meta["attempts"] = attempts[batch.batch_id] + 1
+                metas[batch.batch_id] = meta
+                tables[batch.batch_id] = table_ref
+                log.info(
+                    "level0: %s done in %.1fs (fit %.1fs, checkpoint %.2fs), %d of %d finished",
+                    batch.name,
+                    meta["seconds"],
+                    meta["fit_seconds"],
+                    meta.get("checkpoint_seconds", 0.0),
+                    len(metas),
+                    n,
+                )
+    except BaseException:
+        if pending:
+            if cancel is not None:
+                cancel()
+            _drain(list(pending))
+        raise
+    return metas, tables
+
+
 def _drain(refs: list[Any]) -> None:
-    """Cancel Level-0 tasks still in flight and wait for them, so none writes into a failed run."""
+    """Wait for Level-0 tasks still in flight (their Spark jobs were cancelled), so none writes on."""
     import ray
 
     for ref in refs:
@@ -126,66 +242,62 @@ def _drain(refs: list[Any]) -> None:
             ray.cancel(ref)
         except Exception as exc:  # noqa: BLE001 - a running task may not be cancellable; we wait below
             log.debug("could not cancel a Level-0 task: %s", exc)
-    if refs:
-        ray.wait(refs, num_returns=len(refs), timeout=120)
+    ray.wait(refs, num_returns=len(refs), timeout=120)
 
 
-def _run_level0(
-    runtime: Runtime, run_key: str, batches: list[BatchSpec], feature_cols: list[str], cfg: Config, run: RunDir
-) -> tuple[list[dict[str, Any]], list[Any]]:
-    import ray
-
-    queue = list(batches)
-    pending: dict[Any, tuple[BatchSpec, Any]] = {}
-    metas: dict[int, dict[str, Any]] = {}
-    tables: dict[int, Any] = {}
-    n = len(batches)
-    while queue or pending:
-        while queue and len(pending) < cfg.level0.concurrency:
-            batch = queue.pop(0)
-            meta_ref, table_ref = runtime.call(
-                _host_level0,
-                run_key,
-                batch,
-                feature_cols,
-                cfg.level0,
-                run.path("level0", batch.name),
-                name=f"level0-{batch.name}",
-                num_returns=2,
-                pool=batch.name,
+def _open_run(models_dir: Path, cfg: Config, dataset: Dataset, resume: str | None) -> RunDir:
+    """A new run folder, or the unfinished one named by ``resume`` after checking it is the same job."""
+    if resume is None:
+        run = RunDir(models_dir)
+        run.write_record({"run_id": run.run_id, "config": cfg.to_dict(), "data": dataset.fingerprint()})
+        return run
+    run = RunDir(models_dir, resume, resume=True)
+    try:
+        record = run.record()
+        if record is None:
+            raise InputError(f"{run.work} has no {RUN_RECORD}, so it cannot be checked for resuming; train anew")
+        before, now = result_config(record["config"]), result_config(cfg)
+        diff = sorted(
+            f"{sec}.{key}: {before.get(sec, {}).get(key)!r} -> {now.get(sec, {}).get(key)!r}"
+            for sec in set(before) | set(now)
+            for key in set(before.get(sec, {})) | set(now.get(sec, {}))
+            if before.get(sec, {}).get(key) != now.get(sec, {}).get(key)
+        )
+        if diff:
+            raise ConfigError(
+                f"run {resume} was started with another config ({'; '.join(diff)}); resume it with the same "
+                "settings (runtime.* and level0.concurrency may differ) or train anew"
             )
-            pending[meta_ref] = (batch, table_ref)
-            log.info("level0: %s (%d of %d) started: %s", batch.name, batch.batch_id + 1, n, ", ".join(batch.symbols))
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            batch, table_ref = pending.pop(ref)
-            try:
-                meta = runtime.get(ref)
-            except RstackError:
-                _drain(list(pending))
-                raise
-            except Exception as exc:
-                _drain(list(pending))
-                raise TrainingError(f"level0 {batch.name} ({', '.join(batch.symbols)}) failed: {exc}") from exc
-            metas[batch.batch_id] = meta
-            tables[batch.batch_id] = table_ref
-            log.info(
-                "level0: %s done in %.1fs (fit %.1fs), %d of %d finished",
-                batch.name,
-                meta["seconds"],
-                meta["fit_seconds"],
-                len(metas),
-                n,
+        if record["data"]["sha256"] != dataset.fingerprint()["sha256"]:
+            raise InputError(
+                f"run {resume} was started on other data ({record['data']['root']}, "
+                f"{record['data']['total_rows']} rows); resume it on the same files or train anew"
             )
-    ordered = sorted(metas)
-    return [metas[i] for i in ordered], [tables[i] for i in ordered]
+    except BaseException:
+        run.fail()
+        raise
+    return run
 
 
-def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> TrainResult:
-    """Train, evaluate and save a 3-level stack; the run appears in ``models_dir`` only when complete."""
+def _restore(run: RunDir, batches: list[BatchSpec]) -> dict[int, tuple[dict[str, Any], pa.Table]]:
+    out = {}
+    for batch in batches:
+        found = load_batch(run.work, batch.name)
+        if found is not None and found[0]["symbols"] == list(batch.symbols):
+            out[batch.batch_id] = found
+            log.info("level0: %s restored from its checkpoint, not refitted", batch.name)
+    return out
+
+
+def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime, resume: str | None = None) -> TrainResult:
+    """Train, evaluate and save a 3-level stack; the run appears in ``models_dir`` only when complete.
+
+    ``resume`` names an unfinished run (``_tmp-<id>`` or ``_failed-<id>``) of the same config and
+    data: its checkpointed Level-0 batches are reused, the rest is computed as in a fresh run.
+    """
     t_start = time.time()
     dataset = discover(Path(data_dir))
-    run = RunDir(models_dir)
+    run = _open_run(models_dir, cfg, dataset, resume)
     handler = logging.FileHandler(run.path("logs", "rstack.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.DEBUG)
@@ -195,8 +307,9 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
     committed = False
     try:
         log.info(
-            "run %s: %d files, %d rows from %s",
+            "run %s%s: %d files, %d rows from %s",
             run.run_id,
+            " (resumed)" if resume else "",
             len(dataset.files),
             sum(f.rows for f in dataset.files),
             dataset.root,
@@ -212,9 +325,14 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
         )
         import ray
 
+        def prepare() -> dict[str, Any]:
+            return runtime.get(
+                runtime.call(_host_prepare, run_key, dataset, cfg, name="prepare-features", group=run_key)
+            )
+
         t = time.time()
         log.info("features: computing and persisting the training table")
-        summary = runtime.get(runtime.call(_host_prepare, run_key, dataset, cfg, name="prepare-features"))
+        summary = prepare()
         timings["features"] = time.time() - t
         for sym, why in summary["excluded_symbols"].items():
             log.warning("features: symbol %s excluded: %s", sym, why)
@@ -229,25 +347,73 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
         batches = [
             BatchSpec(i, tuple(s)) for i, s in enumerate(make_batches(summary["symbols"], cfg.level0.batch_size))
         ]
+        restored = _restore(run, batches)
+        feature_cols = summary["feature_columns"]
+
+        def submit(batch: BatchSpec) -> tuple[Any, Any]:
+            return runtime.call(
+                _host_level0,
+                run_key,
+                batch,
+                feature_cols,
+                cfg.level0,
+                str(run.work),
+                name=f"level0-{batch.name}",
+                num_returns=2,
+                pool=batch.name,
+                group=run_key,
+            )
+
+        def recover(exc: BaseException) -> None:
+            log.warning("runtime: the Spark host was lost; starting a new one and recomputing the features")
+            runtime.restart_host()
+            again = prepare()
+            if again["cutoffs"] != summary["cutoffs"] or again["symbols"] != summary["symbols"]:
+                raise TrainingError("the recomputed training table differs from the first one; train anew")
+
         t = time.time()
-        metas, table_refs = _run_level0(runtime, run_key, batches, summary["feature_columns"], cfg, run)
+        metas, table_refs = run_batches(
+            [b for b in batches if b.batch_id not in restored],
+            submit,
+            cfg.level0.concurrency,
+            cfg.level0.max_retries,
+            recover=recover,
+            cancel=lambda: runtime.cancel(run_key),
+        )
+        for batch_id, (meta, table) in restored.items():
+            metas[batch_id] = {**meta, "restored": True}
+            table_refs[batch_id] = ray.put(table)
         timings["level0"] = time.time() - t
-        overlap = max_overlap([(m["started"], m["ended"]) for m in metas])
-        log.info("level0: %d batches in %.1fs, at most %d running at once", len(batches), timings["level0"], overlap)
+        fitted = [m for m in metas.values() if not m.get("restored")]
+        overlap = max_overlap([(m["started"], m["ended"]) for m in fitted]) if fitted else 0
+        log.info(
+            "level0: %d batches in %.1fs (%d fitted, %d restored), at most %d running at once",
+            len(batches),
+            timings["level0"],
+            len(fitted),
+            len(restored),
+            overlap,
+        )
+        ordered = sorted(metas)
+        metas_list = [{"restored": False, **metas[i]} for i in ordered]
+        tables_list = [table_refs[i] for i in ordered]
 
         t = time.time()
         log.info("level1+2: fitting on out-of-sample Level-0 predictions")
         prior = summary["positive_rate_by_segment"]["l0_train"]
         # The Arrow tables stay in Ray's object store; the host resolves the refs itself.
         meta_result = runtime.get(
-            runtime.call(_host_meta, run_key, cfg, str(run.work), prior, *table_refs, name="level1-level2")
+            runtime.call(
+                _host_meta, run_key, cfg, str(run.work), prior, *tables_list, name="level1-level2", group=run_key
+            )
         )
         timings["level1_level2"] = time.time() - t
         timings.update({f"level1_level2.{k}": v for k, v in meta_result["timings"].items()})
         ray.get(runtime.call(_host_release, run_key, name="release"))
 
         t = time.time()
-        manifest = _manifest(run, cfg, dataset, summary, batches, metas, meta_result, runtime, overlap)
+        manifest = _manifest(run, cfg, dataset, summary, batches, metas_list, meta_result, runtime, overlap)
+        manifest["resumed"] = resume is not None
         manifest["checksums"] = model_checksums(run.work, Bundle._model_dirs(manifest))
         manifest["timings"] = {**timings, "save": 0.0, "total": time.time() - t_start}
         run.write_manifest(manifest)
@@ -263,8 +429,20 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime) -> Tr
     except BaseException as exc:
         if committed:
             raise
+        if runtime.host is not None:
+            runtime.cancel(run_key)
         failed = run.fail()
-        log.error("run %s failed (%s); logs kept in %s", run.run_id, exc, failed)
+        how = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({exc})"
+        log.error(
+            "run %s %s; logs and finished Level-0 batches kept in %s; continue it with "
+            "`rstack train %s --models %s --resume %s`",
+            run.run_id,
+            how,
+            failed,
+            dataset.root,
+            run.models_dir,
+            run.run_id,
+        )
         if runtime.host is not None:
             try:
                 import ray

@@ -1,0 +1,394 @@
+"""Faults on real processes: Level-0 retries, a killed Spark host, a killed executor, a killed
+driver and Ctrl-C, resume, run-folder locking and path safety. Nothing here is mocked."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pytest
+
+from rstack.errors import InputError, TrainingError
+from rstack.level0 import BatchSpec
+from rstack.runs import RunDir, resolve_run
+from rstack.runtime import Runtime
+from rstack.train import TrainResult, run_batches, train
+from tests.conftest import ROOT, light_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def rstack_log() -> Iterator[list[str]]:
+    """rstack's log lines as they are emitted (the CLI turns propagation off, so caplog can't)."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect(level=logging.DEBUG)
+    logger = logging.getLogger("rstack")
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not pred():
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def assert_same_metrics(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        for key in ("roc_auc", "pr_auc", "log_loss", "brier", "rows"):
+            # L2's LBFGS may differ in the last bits between fits (partial sums merge in task
+            # completion order); everything upstream of it is bit-identical.
+            assert got[name][key] == pytest.approx(want[name][key], abs=1e-7), (name, key)
+
+
+# -- the retry loop, with real Ray tasks standing in for Level-0 fits ------------------------------
+
+
+def _fake_fit(batch: BatchSpec, marker_dir: str, fail_times: int, error: str) -> tuple[dict[str, Any], pa.Table]:
+    attempts = Path(marker_dir, batch.name)
+    with attempts.open("a") as f:
+        f.write("x")
+    if len(attempts.read_text()) <= fail_times:
+        if error == "input":
+            raise InputError(f"{batch.name}: bad input, injected")
+        raise RuntimeError(f"injected failure of {batch.name}")
+    now = time.time()
+    meta = {"name": batch.name, "seconds": 0.0, "fit_seconds": 0.0, "started": now, "ended": now}
+    return meta, pa.table({"x": [batch.batch_id]})
+
+
+def _run(tmp_path: Path, fail: dict[int, int], error: str = "runtime", retries: int = 2) -> Any:
+    import ray
+
+    remote = ray.remote(_fake_fit).options(num_returns=2, num_cpus=0)
+    batches = [BatchSpec(i, (f"S{i}USDT",)) for i in range(3)]
+    return run_batches(
+        batches,
+        lambda b: remote.remote(b, str(tmp_path), fail.get(b.batch_id, 0), error),
+        concurrency=2,
+        max_retries=retries,
+    )
+
+
+def test_failed_batch_is_retried_and_logged(runtime: Runtime, tmp_path: Path, rstack_log: list[str]) -> None:
+    metas, tables = _run(tmp_path, {1: 2})
+    assert sorted(metas) == [0, 1, 2] and metas[1]["attempts"] == 3 and metas[0]["attempts"] == 1
+    import ray
+
+    assert ray.get(tables[2]).column("x").to_pylist() == [2]
+    retries = [ln for ln in rstack_log if "retry" in ln]
+    assert retries == [
+        "batch 1: retry 1 of 2 after RuntimeError: injected failure of batch_001",
+        "batch 1: retry 2 of 2 after RuntimeError: injected failure of batch_001",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fail", "error", "retries", "match", "calls"),
+    [
+        (
+            {2: 9},
+            "runtime",
+            2,
+            r"level0 batch_002 \(S2USDT\) failed 3 times \(level0.max_retries = 2\); "
+            r"last cause: RuntimeError: injected failure of batch_002",
+            3,
+        ),
+        ({0: 9}, "runtime", 0, r"level0 batch_000 \(S0USDT\) failed 1 times \(level0.max_retries = 0\)", 1),
+        # rstack's own errors would fail again: raised at once, never retried.
+        ({1: 9}, "input", 2, r"batch_001: bad input, injected", 1),
+    ],
+)
+def test_retries_end_in_an_error_naming_batch_and_cause(
+    runtime: Runtime, tmp_path: Path, fail: dict[int, int], error: str, retries: int, match: str, calls: int
+) -> None:
+    with pytest.raises((TrainingError, InputError), match=match):
+        _run(tmp_path, fail, error, retries)
+    (batch_id,) = fail
+    assert len(Path(tmp_path, f"batch_{batch_id:03d}").read_text()) == calls
+
+
+# -- real training runs with a process killed in the middle ----------------------------------------
+
+
+def _train_in_thread(
+    synth_dir: Path, models: Path, runtime: Runtime, **overrides: Any
+) -> tuple[threading.Thread, dict]:
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["result"] = train(synth_dir, models, light_config(**overrides), runtime)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _alive_actor(class_part: str) -> dict[str, Any]:
+    from ray._private import state
+
+    found = [a for a in state.actors().values() if class_part in a["ActorClassName"] and a["State"] == "ALIVE"]
+    assert found, f"no live {class_part} actor"
+    return found[0]
+
+
+def test_killed_spark_host_mid_level0_run_completes_with_clean_metrics(
+    trained: TrainResult, synth_dir: Path, runtime: Runtime, tmp_path: Path, rstack_log: list[str]
+) -> None:
+    old_pid = runtime.info["host_pid"]
+    thread, out = _train_in_thread(synth_dir, tmp_path / "models", runtime)
+    wait_for(lambda: any("level0: batch_001 (2 of 2) started" in ln for ln in rstack_log), 300, "Level 0 to start")
+    time.sleep(2)
+    assert not any("level0: batch_00" in ln and " done in " in ln for ln in rstack_log), "fits ended before the kill"
+    os.kill(old_pid, signal.SIGKILL)
+    thread.join(600)
+    assert "error" not in out, out.get("error")
+    m = out["result"].manifest
+    assert runtime.info["host_pid"] != old_pid
+    assert any(ln.startswith("batch 0: retry 1 of 2 after the Spark host was lost") for ln in rstack_log)
+    assert [b["attempts"] for b in m["level0"]] == [2, 2]
+    assert_same_metrics(m["metrics"], trained.manifest["metrics"])
+
+
+def test_killed_executor_mid_level0_run_completes(
+    trained: TrainResult, synth_dir: Path, runtime: Runtime, tmp_path: Path, rstack_log: list[str]
+) -> None:
+    thread, out = _train_in_thread(synth_dir, tmp_path / "models", runtime)
+    wait_for(lambda: any("level0: batch_001 (2 of 2) started" in ln for ln in rstack_log), 300, "Level 0 to start")
+    time.sleep(2)
+    executor = _alive_actor("RayDPExecutor")
+    os.kill(executor["Pid"], signal.SIGKILL)
+    thread.join(600)
+    assert "error" not in out, out.get("error")
+    m = out["result"].manifest
+    # RayDP restarts the executor actor (a new process); Spark re-runs the lost tasks on it.
+    again = _alive_actor("RayDPExecutor")
+    assert again["ActorID"] == executor["ActorID"] and again["Pid"] != executor["Pid"]
+    assert again["NumRestarts"] >= 1
+    assert set(m["metrics"]) == set(trained.manifest["metrics"])
+    assert m["rows_by_segment"] == trained.manifest["rows_by_segment"]
+    assert all(0.0 <= v["roc_auc"] <= 1.0 for v in m["metrics"].values())
+
+
+# -- the driver killed, or interrupted, in a separate process --------------------------------------
+
+
+def _spawn_train(synth_dir: Path, models: Path, temp: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RSTACK_RUNTIME__DASHBOARD": "false",
+        "RSTACK_RUNTIME__EXECUTOR_MEMORY": "1g",
+        "RSTACK_RUNTIME__DRIVER_MEMORY": "1g",
+        "RSTACK_RUNTIME__RAY_TEMP_DIR": temp,
+        "RSTACK_LEVEL0__BATCH_SIZE": "3",
+        "RSTACK_LEVEL0__CONCURRENCY": "1",
+    }
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "rstack.cli", "train", str(synth_dir), "--models", str(models)]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _log_of(models: Path) -> str:
+    logs = list(models.glob("_*-*/logs/rstack.log"))
+    return logs[0].read_text() if logs else ""
+
+
+def _processes_under(temp: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def ray_temp() -> Iterator[str]:
+    temp = tempfile.mkdtemp(prefix="rsf-", dir="/tmp")
+    yield temp
+    for proc in _processes_under(temp):
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_killed_driver_resumes_without_refitting_finished_batches(
+    trained: TrainResult, synth_dir: Path, runtime: Runtime, tmp_path: Path, ray_temp: str, rstack_log: list[str]
+) -> None:
+    models = tmp_path / "models"
+    proc = _spawn_train(synth_dir, models, ray_temp)
+    try:
+        wait_for(lambda: "level0: batch_000 done" in _log_of(models) or proc.poll() is not None, 400, "batch_000")
+        assert proc.poll() is None, "the training process ended before it was killed"
+        proc.kill()
+        proc.wait(60)
+    finally:
+        proc.kill()
+    (work,) = models.glob("_tmp-*")
+    assert "level0: batch_001 done" not in _log_of(models)
+    assert not (models / "latest").exists()
+    run_id = work.name.removeprefix("_tmp-")
+
+    result = train(synth_dir, models, light_config(), runtime, resume=run_id)
+    m = result.manifest
+    assert result.run_dir == models / run_id and (models / "latest").resolve() == result.run_dir
+    assert m["resumed"] is True
+    assert [(b["name"], b["restored"]) for b in m["level0"]] == [("batch_000", True), ("batch_001", False)]
+    assert sum(1 for ln in rstack_log if "level0: batch_" in ln and " started" in ln) == 1
+    assert_same_metrics(m["metrics"], trained.manifest["metrics"])
+    log_text = (result.run_dir / "logs" / "rstack.log").read_text()
+    assert "(resumed)" in log_text and "batch_000 restored from its checkpoint" in log_text
+
+
+def test_ctrl_c_stops_ray_and_spark_and_leaves_a_resumable_run(synth_dir: Path, tmp_path: Path, ray_temp: str) -> None:
+    models = tmp_path / "models"
+    proc = _spawn_train(synth_dir, models, ray_temp)
+    try:
+        wait_for(lambda: "level0: batch_000 done" in _log_of(models) or proc.poll() is not None, 400, "batch_000")
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(120)
+    finally:
+        proc.kill()
+    assert code == 130
+    (failed,) = models.glob("_failed-*")
+    assert not list(models.glob("_tmp-*")) and not (models / "latest").exists()
+    assert (failed / "checkpoints" / "level0" / "batch_000.json").is_file()
+    assert "interrupted" in _log_of(models) and "--resume" in _log_of(models)
+    # Ray and Spark were stopped, not orphaned: nothing runs from this process's Ray folder.
+    wait_for(lambda: not _processes_under(ray_temp), 30, "Ray and Spark processes to exit")
+    run_id = failed.name.removeprefix("_failed-")
+    reopened = RunDir(models, run_id, resume=True)
+    assert reopened.work == models / f"_tmp-{run_id}" and reopened.work.is_dir()
+    reopened.fail()
+
+
+# -- run folders: locking, concurrent writers, safe names -------------------------------------------
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from rstack.runs import RunDir
+run = RunDir(Path(sys.argv[1]), sys.argv[2], resume=True) if len(sys.argv) > 2 else RunDir(Path(sys.argv[1]))
+print(run.run_id, flush=True)
+time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0)
+(run.work / "model.txt").write_text(run.run_id)
+run.commit()
+"""
+
+
+def test_a_run_being_written_cannot_be_resumed_by_another_process(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    run.fail()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(tmp_path), run.run_id, "30"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == run.run_id
+        with pytest.raises(InputError, match=rf"run {run.run_id} is being written by another rstack process \(pid "):
+            RunDir(tmp_path, run.run_id, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The lock died with its process (SIGKILL): the run can be taken over now.
+    RunDir(tmp_path, run.run_id, resume=True).fail()
+
+
+def test_concurrent_runs_in_one_models_folder_never_mix(tmp_path: Path) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    ids = []
+    for p in procs:
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0
+        ids.append(out.strip())
+    assert len(set(ids)) == 6
+    for run_id in ids:
+        assert (tmp_path / run_id / "model.txt").read_text() == run_id
+    assert os.readlink(tmp_path / "latest") in ids
+    assert not list(tmp_path.glob("_tmp-*")) and not list(tmp_path.glob(".latest-*"))
+
+
+@pytest.mark.parametrize("bad", ["../x", "..", "a/b", "/etc", ".hidden", "a\x00b", ""])
+def test_run_ids_cannot_leave_the_models_folder(tmp_path: Path, bad: str) -> None:
+    if bad:
+        with pytest.raises(InputError, match="is not a run name"):
+            resolve_run(tmp_path, bad)
+    with pytest.raises(InputError, match="is not a run name"):
+        RunDir(tmp_path, bad, resume=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_completed_runs_cannot_be_resumed(trained: TrainResult) -> None:
+    with pytest.raises(InputError, match="is complete; nothing to resume"):
+        RunDir(trained.run_dir.parent, trained.run_dir.name, resume=True)
+
+
+def test_resume_refuses_another_config(synth_dir: Path, runtime: Runtime, tmp_path: Path) -> None:
+    from rstack.data import discover
+
+    run = RunDir(tmp_path)
+    run.write_record(
+        {"run_id": run.run_id, "config": light_config().to_dict(), "data": discover(synth_dir).fingerprint()}
+    )
+    run.fail()
+    from rstack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"another config \(label.horizon: 5 -> 7\)"):
+        train(synth_dir, tmp_path, light_config(**{"label.horizon": 7}), runtime, resume=run.run_id)
+    # Execution-only settings may change between attempts; the check passes them.
+    assert (tmp_path / f"_failed-{run.run_id}").is_dir()
+
+
+def test_spark_ui_listens_on_loopback_only(runtime: Runtime) -> None:
+    url = runtime.info["ui_url"]
+    assert url.startswith("http://127.0.0.1:"), url
+    port = int(url.rsplit(":", 1)[1])
+    listening = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
+    addresses = {ipaddress.ip_address(c.laddr.ip) for c in listening}
+    # Java listens on an IPv6 socket; ::ffff:127.0.0.1 is IPv4 loopback mapped, not a wildcard.
+    assert listening and {getattr(a, "ipv4_mapped", None) or a for a in addresses} == {
+        ipaddress.ip_address("127.0.0.1")
+    }, listening
+
+
+def test_manifest_is_json_and_checkpoints_parquet(trained: TrainResult) -> None:
+    run = trained.run_dir
+    json.loads((run / "manifest.json").read_text())
+    kinds = {p.suffix for p in (run / "checkpoints" / "level0").iterdir()}
+    assert kinds == {".json", ".parquet"}
