@@ -23,13 +23,21 @@ app.add_typer(data_app, name="data")
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "laptop.yaml"
 
 
+class _Console(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at emit time: a test runner swaps (and closes) it per call."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _setup_logging(verbose: bool) -> None:
     root = logging.getLogger("rstack")
     root.setLevel(logging.DEBUG)
     # Replace, not reuse: a second invocation in one process may have a different sys.stderr.
     for h in [h for h in root.handlers if getattr(h, "_rstack_console", False)]:
         root.removeHandler(h)
-    console = logging.StreamHandler(sys.stderr)
+    console = _Console()
     console._rstack_console = True  # type: ignore[attr-defined]
     console.setFormatter(logging.Formatter("%(asctime)s rstack: %(message)s", "%H:%M:%S"))
     console.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -101,6 +109,10 @@ def train(
             show_default=False,
         ),
     ] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(help="Id for the new run (default: time + random); `rstack submit` sets it.", show_default=False),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
 ) -> None:
     """Train, evaluate and save a 3-level stacked ensemble."""
@@ -130,7 +142,7 @@ def train(
         cfg = _runtime_config(config, overrides)
         runtime = Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + 2)
         try:
-            result = run_train(data_dir, models, cfg, runtime, resume=resume)
+            result = run_train(data_dir, models, cfg, runtime, resume=resume, run_id=run_id)
         finally:
             runtime.stop()
             if main_thread:
@@ -147,6 +159,48 @@ def train(
     t = m["timings"]
     stages = ["startup", "features", "level0", "level1_level2", "save", "total"]
     typer.echo("\nseconds: " + ", ".join(f"{k} {t[k]:.1f}" for k in stages))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit(
+    ctx: typer.Context,
+    data_dir: Annotated[str, typer.Argument(help="Data folder as the cluster's nodes see it (shared file system).")],
+    models: Annotated[
+        str, typer.Option("--models", "-m", help="Models folder all nodes reach (a shared path or file://).")
+    ],
+    address: Annotated[
+        str,
+        typer.Option(help="The cluster's Ray dashboard / job server.", envvar="RSTACK_JOB_ADDRESS"),
+    ] = "http://127.0.0.1:8265",
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="YAML config, relative to the working dir.")
+    ] = None,
+    working_dir: Annotated[Path, typer.Option(help="Repository uploaded as the job's working_dir.")] = Path("."),
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE for the job, e.g. RSTACK_LEVEL0__CONCURRENCY=4.")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: time + random).", show_default=False)] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the job's log until it ends.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the job.")] = 6 * 3600,
+) -> None:
+    """Run `rstack train` on a Ray cluster with `ray job submit`; extra args go to `rstack train`."""
+    from rstack.submit import build_job
+    from rstack.submit import submit as submit_job
+    from rstack.submit import wait as wait_job
+
+    _setup_logging(False)
+    try:
+        pairs = dict(e.split("=", 1) for e in env or [] if "=" in e)
+        if len(pairs) != len(env or []):
+            raise InputError(f"--env takes KEY=VALUE, got {env}")
+        job = build_job(data_dir, models, working_dir.resolve(), config, list(ctx.args), pairs, run_id)
+        jobs = submit_job(address, job)
+        typer.echo(f"job {job.submission_id} submitted; run {job.run_id} -> {models}")
+        if wait:
+            wait_job(jobs, job.submission_id, timeout)
+            typer.echo(f"job {job.submission_id} SUCCEEDED")
+    except RstackError as exc:
+        raise _fail(exc) from None
 
 
 def _interrupt(signum: int, frame: Any) -> None:

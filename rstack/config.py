@@ -96,6 +96,9 @@ class RuntimeConfig:
     # works when every Ray node is on this machine; "auto" lets Spark pick the host's address,
     # which a cluster whose executors run on other hosts needs.
     spark_bind_address: str = "127.0.0.1"
+    # RayDP placement group strategy for the executors (SPREAD puts them on as many nodes as it
+    # can, PACK on as few); null lets Ray place each executor actor where it fits.
+    placement_strategy: str | None = None
 
 
 # Keys that change how a run executes but not what it computes: a run may be resumed with others.
@@ -267,6 +270,12 @@ def validate(c: Config) -> None:
         "runtime.spark_bind_address",
         r.spark_bind_address,
         "use an IP address or host name (127.0.0.1 keeps Spark local) or auto",
+    )
+    need(
+        r.placement_strategy in (None, "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+        "runtime.placement_strategy",
+        r.placement_strategy,
+        "use null, PACK, SPREAD, STRICT_PACK or STRICT_SPREAD",
     )
     need(r.shuffle_partitions >= 1, "runtime.shuffle_partitions", r.shuffle_partitions, "use >= 1")
     need(

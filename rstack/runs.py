@@ -62,6 +62,8 @@ class RunDir:
         if resume:
             self._reopen()
         else:
+            if self.final.exists() or any(self.models_dir.glob(f"_*-{self.run_id}")):
+                raise InputError(f"run {self.run_id} already exists in {self.models_dir}; pick another --run-id")
             self.work.mkdir()
             (self.work / "logs").mkdir()
             self._lock = self._take_lock()

@@ -83,6 +83,7 @@ class SparkHost:
             executor_cores=cfg.executor_cores,
             executor_memory=cfg.executor_memory,
             fault_tolerant_mode=True,
+            placement_group_strategy=cfg.placement_strategy,
             configs=spark_configs(cfg),
         )
         self.spark.sparkContext.setLogLevel("WARN")
@@ -111,6 +112,26 @@ class SparkHost:
             "java_version": sc._jvm.java.lang.System.getProperty("java.version"),
             "host_pid": os.getpid(),
         }
+
+    def executors(self) -> list[dict[str, Any]]:
+        """Spark's own view of its executors (id, host, tasks run so far), from the UI's REST API."""
+        import json
+        import urllib.request
+
+        sc = self.spark.sparkContext
+        if not sc.uiWebUrl:
+            return []
+        url = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}/allexecutors"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - our own driver's UI
+                rows = json.load(resp)
+        except OSError:
+            return []
+        return [
+            {"id": r["id"], "host_port": r["hostPort"], "total_tasks": r["totalTasks"], "active": r["isActive"]}
+            for r in rows
+            if r["id"] != "driver"
+        ]
 
     def run(
         self, fn: Callable[..., Any], *args: Any, pool: str | None = None, group: str | None = None, **kwargs: Any
@@ -226,11 +247,17 @@ class Runtime:
             if self.cfg.spark_bind_address != "auto":
                 # Spark's web UI binds to SPARK_LOCAL_IP, not to spark.driver.bindAddress.
                 env["SPARK_LOCAL_IP"] = self.cfg.spark_bind_address
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
             actor_cls = ray.remote(SparkHost)
             # num_cpus=0: the host only drives Spark; a CPU held here could starve an executor.
+            # Pinned (softly) to this driver's node, the head under `ray job submit`: a zero-CPU actor
+            # would otherwise land on any node, and the Spark driver's memory with it.
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
             self.host = actor_cls.options(
                 name=HOST_NAME,
                 num_cpus=0,
+                scheduling_strategy=here,
                 max_concurrency=self.max_concurrency,
                 runtime_env={"env_vars": env},
             ).remote(self.app_name, self.cfg)
@@ -280,6 +307,12 @@ class Runtime:
         """Submit ``fn(spark, state, *args)`` to the Spark host as a Ray task; returns its ObjectRef(s)."""
         method = self.host.run.options(name=name or fn.__name__, num_returns=num_returns)
         return method.remote(fn, *args, pool=pool, group=group)
+
+    def executors(self) -> list[dict[str, Any]]:
+        """The Spark executors and the tasks each has run (empty if the Spark UI is off)."""
+        import ray
+
+        return ray.get(self.host.executors.remote(), timeout=60)
 
     def cancel(self, group: str, timeout: float = 30.0) -> None:
         """Best effort: stop ``group``'s Spark jobs (on Ctrl-C or a failed run)."""

@@ -150,6 +150,7 @@ def run_batches(
     max_retries: int,
     recover: Callable[[BaseException], None] | None = None,
     cancel: Callable[[], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
     """Run every batch through ``submit`` (returns the refs of its metadata and its predictions),
     at most ``concurrency`` at once, each retried up to ``max_retries`` times.
@@ -215,6 +216,8 @@ def run_batches(
                 meta["attempts"] = attempts[batch.batch_id] + 1
                 metas[batch.batch_id] = meta
                 tables[batch.batch_id] = table_ref
+                if progress is not None:
+                    progress(len(metas))
                 log.info(
                     "level0: %s done in %.1fs (fit %.1fs, checkpoint %.2fs), %d of %d finished",
                     batch.name,
@@ -245,10 +248,26 @@ def _drain(refs: list[Any]) -> None:
     ray.wait(refs, num_returns=len(refs), timeout=120)
 
 
-def _open_run(models_dir: Path, cfg: Config, dataset: Dataset, resume: str | None) -> RunDir:
+def _progress_gauge(run_id: str, total: int, restored: int) -> Callable[[int], None]:
+    """Level-0 batches done / total as Ray metrics, for the dashboard's Metrics view and Prometheus."""
+    from ray.util.metrics import Gauge
+
+    done_gauge = Gauge("rstack_level0_batches_done", "Level-0 batches finished", tag_keys=("run",))
+    total_gauge = Gauge("rstack_level0_batches_total", "Level-0 batches in the run", tag_keys=("run",))
+    tags = {"run": run_id}
+    total_gauge.set(total, tags=tags)
+    done_gauge.set(restored, tags=tags)
+
+    def update(done: int) -> None:
+        done_gauge.set(done, tags=tags)
+
+    return update
+
+
+def _open_run(models_dir: Path, cfg: Config, dataset: Dataset, resume: str | None, run_id: str | None = None) -> RunDir:
     """A new run folder, or the unfinished one named by ``resume`` after checking it is the same job."""
     if resume is None:
-        run = RunDir(models_dir)
+        run = RunDir(models_dir, run_id)
         run.write_record({"run_id": run.run_id, "config": cfg.to_dict(), "data": dataset.fingerprint()})
         return run
     run = RunDir(models_dir, resume, resume=True)
@@ -289,7 +308,14 @@ def _restore(run: RunDir, batches: list[BatchSpec]) -> dict[int, tuple[dict[str,
     return out
 
 
-def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime, resume: str | None = None) -> TrainResult:
+def train(
+    data_dir: Path,
+    models_dir: Path,
+    cfg: Config,
+    runtime: Runtime,
+    resume: str | None = None,
+    run_id: str | None = None,
+) -> TrainResult:
     """Train, evaluate and save a 3-level stack; the run appears in ``models_dir`` only when complete.
 
     ``resume`` names an unfinished run (``_tmp-<id>`` or ``_failed-<id>``) of the same config and
@@ -297,7 +323,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime, resum
     """
     t_start = time.time()
     dataset = discover(Path(data_dir))
-    run = _open_run(models_dir, cfg, dataset, resume)
+    run = _open_run(models_dir, cfg, dataset, resume, run_id)
     handler = logging.FileHandler(run.path("logs", "rstack.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.DEBUG)
@@ -371,6 +397,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime, resum
             if again["cutoffs"] != summary["cutoffs"] or again["symbols"] != summary["symbols"]:
                 raise TrainingError("the recomputed training table differs from the first one; train anew")
 
+        gauge = _progress_gauge(run.run_id, len(batches), len(restored))
         t = time.time()
         metas, table_refs = run_batches(
             [b for b in batches if b.batch_id not in restored],
@@ -379,6 +406,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime, resum
             cfg.level0.max_retries,
             recover=recover,
             cancel=lambda: runtime.cancel(run_key),
+            progress=lambda done: gauge(done + len(restored)),
         )
         for batch_id, (meta, table) in restored.items():
             metas[batch_id] = {**meta, "restored": True}
@@ -394,6 +422,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime, resum
             len(restored),
             overlap,
         )
+        executors = runtime.executors()
         ordered = sorted(metas)
         metas_list = [{"restored": False, **metas[i]} for i in ordered]
         tables_list = [table_refs[i] for i in ordered]
@@ -414,6 +443,7 @@ def train(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime, resum
         t = time.time()
         manifest = _manifest(run, cfg, dataset, summary, batches, metas_list, meta_result, runtime, overlap)
         manifest["resumed"] = resume is not None
+        manifest["runtime"]["executors"] = executors
         manifest["checksums"] = model_checksums(run.work, Bundle._model_dirs(manifest))
         manifest["timings"] = {**timings, "save": 0.0, "total": time.time() - t_start}
         run.write_manifest(manifest)
