@@ -19,6 +19,8 @@ from rstack.errors import InputError, RstackError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Leakage-safe stacked ensembles, Spark on Ray.")
 data_app = typer.Typer(no_args_is_help=True, help="Make and inspect kline datasets.")
 app.add_typer(data_app, name="data")
+runs_app = typer.Typer(help="List and show the runs in a models folder.")
+app.add_typer(runs_app, name="runs")
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "laptop.yaml"
 
@@ -113,6 +115,14 @@ def train(
         str | None,
         typer.Option(help="Id for the new run (default: time + random); `rstack submit` sets it.", show_default=False),
     ] = None,
+    walk_forward: Annotated[
+        int | None,
+        typer.Option(
+            help="Refit the stack on K expanding time windows (K runs, consecutive test periods); "
+            "prints per-fold and mean ± std test ROC-AUC.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
 ) -> None:
     """Train, evaluate and save a 3-level stacked ensemble."""
@@ -140,9 +150,17 @@ def train(
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         cfg = _runtime_config(config, overrides)
-        runtime = Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + 2)
+        # Threads for the Level-0 batches, the baselines, and control calls (cancel, release).
+        runtime = Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + len(cfg.eval.baselines) + 3)
         try:
-            result = run_train(data_dir, models, cfg, runtime, resume=resume, run_id=run_id)
+            if walk_forward is not None:
+                from rstack.walkforward import walk_forward as run_walk_forward
+
+                if resume or run_id:
+                    raise InputError("--walk-forward makes K new runs; it cannot be combined with --resume or --run-id")
+                result = run_walk_forward(data_dir, models, cfg, runtime, walk_forward)
+            else:
+                result = run_train(data_dir, models, cfg, runtime, resume=resume, run_id=run_id)
         finally:
             runtime.stop()
             if main_thread:
@@ -159,6 +177,11 @@ def train(
     t = m["timings"]
     stages = ["startup", "features", "level0", "level1_level2", "save", "total"]
     typer.echo("\nseconds: " + ", ".join(f"{k} {t[k]:.1f}" for k in stages))
+    if "walk_forward" in m:
+        from rstack.walkforward import format_walk_forward
+
+        typer.echo(f"\nwalk-forward, {len(m['walk_forward']['folds'])} folds, test ROC-AUC:")
+        typer.echo(format_walk_forward(m["walk_forward"]))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -213,6 +236,74 @@ def _runtime_config(config: Path | None, overrides: dict[str, Any]) -> Any:
     if config is None and DEFAULT_CONFIG.is_file():
         config = DEFAULT_CONFIG
     return load_config(config, overrides)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[str, typer.Argument(help="Run id in MODELS, or a run folder.")] = "latest",
+    models: Annotated[
+        Path, typer.Option("--models", "-m", help="Folder holding the runs.", envvar="RSTACK_MODELS")
+    ] = Path("models"),
+) -> None:
+    """Write report.html (curves, calibration, confusion, per-symbol AUC, importances, leakage audit)."""
+    from rstack.runs import resolve_run
+
+    _setup_logging(False)
+    try:
+        from rstack.report import summary_table, write_report
+
+        run_dir = Path(run) if (Path(run) / "manifest.json").is_file() else resolve_run(models, run)
+        summary = write_report(run_dir)
+    except RstackError as exc:
+        raise _fail(exc) from None
+    typer.echo(summary_table(summary))
+    typer.echo(f"\nreport: {summary['html']}")
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs_list(
+    ctx: typer.Context,
+    models: Annotated[
+        Path, typer.Option("--models", "-m", help="Folder holding the runs.", envvar="RSTACK_MODELS")
+    ] = Path("models"),
+) -> None:
+    """List the runs in MODELS as a leaderboard (test ROC-AUC per level), best first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rstack.leaderboard import format_runs, list_runs
+
+    rows = list_runs(models)
+    if not rows:
+        typer.echo(f"no runs in {models}; train one with `rstack train`", err=True)
+        raise typer.Exit(2)
+    latest = (models / "latest").resolve().name if (models / "latest").exists() else None
+    typer.echo(format_runs(rows, latest))
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="Run id in MODELS (or latest).")] = "latest",
+    models: Annotated[
+        Path, typer.Option("--models", "-m", help="Folder holding the runs.", envvar="RSTACK_MODELS")
+    ] = Path("models"),
+) -> None:
+    """Print one run: data, config changes, cutoffs, timings and its metrics table."""
+    from rstack.leaderboard import config_diff
+    from rstack.runs import load_manifest, resolve_run
+
+    try:
+        m = load_manifest(resolve_run(models, run))
+    except RstackError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"run {m['run_id']}  created {m['created_utc']}  resumed {bool(m.get('resumed'))}")
+    typer.echo(f"data {m['data']['root']}: {m['data']['total_rows']} rows, sha256 {m['data']['sha256'][:12]}")
+    diff = config_diff(m["config"])
+    typer.echo("config vs default: " + (", ".join(f"{k}={v}" for k, v in diff.items()) or "default"))
+    typer.echo("cutoffs: " + ", ".join(m["cutoffs"]["cutoffs_utc"]))
+    typer.echo("rows by segment: " + ", ".join(f"{k} {v}" for k, v in m["rows_by_segment"].items()))
+    typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings"].items() if "." not in k))
+    typer.echo("")
+    typer.echo(format_metrics(m["metrics"]))
 
 
 @app.command()

@@ -22,6 +22,7 @@ import yaml
 from rstack.errors import ConfigError
 
 FEATURE_SETS = ("seed", "extended")
+BASELINES = ("single_rf", "gbt")
 ENV_PREFIX = "RSTACK_"
 
 
@@ -47,6 +48,9 @@ class SplitConfig:
     fractions: tuple[float, float, float, float] = (0.7, 0.1, 0.1, 0.1)
     embargo: int = 0
     min_train_rows: int = 100
+    # Use only candles before this fraction of the data's time range (walk-forward folds set it;
+    # the cut is applied to the raw candles, before any feature or label is computed).
+    until: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class Level2Config:
 @dataclass(frozen=True)
 class EvalConfig:
     threshold: float = 0.5
+    # Baselines fitted beside the stack, scored on test: single_rf (one RandomForest like Level 0's on
+    # all symbols' L0-train rows) and gbt (a GBTClassifier on L0-train + L1-fit + L2-fit rows).
+    baselines: tuple[str, ...] = ("single_rf", "gbt")
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,13 @@ def validate(c: Config) -> None:
         "split.fractions",
         f,
         "give four positive fractions (L0-train, L1-fit, L2-fit, test) that sum to 1",
+    )
+    need(0.0 < c.split.until <= 1.0, "split.until", c.split.until, "use a fraction in (0, 1]")
+    need(
+        set(c.eval.baselines) <= set(BASELINES),
+        "eval.baselines",
+        c.eval.baselines,
+        f"use any of {', '.join(BASELINES)} (or an empty list)",
     )
     need(c.split.embargo >= 0, "split.embargo", c.split.embargo, "use >= 0 bars")
     need(c.split.min_train_rows >= 1, "split.min_train_rows", c.split.min_train_rows, "use >= 1")

@@ -40,6 +40,7 @@ class LocalCluster:
         self.temp_dir = tempfile.mkdtemp(prefix="rsc-", dir=temp_root)
         self.port = free_port()
         self.dashboard_port = free_port()
+        self.metrics_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         # A local test cluster needs no token (Ray 2.60 turns token auth on when ~/.ray/auth_token exists).
@@ -54,6 +55,12 @@ class LocalCluster:
         if out.returncode != 0:
             raise RuntimeStartError(f"`ray start {' '.join(args)}` failed: {out.stderr[-2000:] or out.stdout[-2000:]}")
 
+    @staticmethod
+    def _agent_ports() -> list[str]:
+        # Each node's dashboard agent listens on a fixed default port (52365); a second node on this
+        # machine, or any other Ray running here, would collide, and jobs then find "no agent".
+        return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}"]
+
     def start(self) -> LocalCluster:
         try:
             self._ray(
@@ -64,11 +71,19 @@ class LocalCluster:
                 "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={self.dashboard_port}",
+                f"--metrics-export-port={self.metrics_port}",
                 f"--temp-dir={self.temp_dir}",
                 "--disable-usage-stats",
+                *self._agent_ports(),
             )
             for cpus in self.worker_cpus:
-                self._ray(f"--address={self.address}", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}")
+                self._ray(
+                    f"--address={self.address}",
+                    "--node-ip-address=127.0.0.1",
+                    f"--num-cpus={cpus}",
+                    f"--metrics-export-port={free_port()}",
+                    *self._agent_ports(),
+                )
             self.wait_for_nodes(1 + len(self.worker_cpus))
         except BaseException:
             self.stop()
@@ -93,6 +108,13 @@ class LocalCluster:
                 pass
             time.sleep(1)
         raise RuntimeStartError(f"only {alive} of {n} Ray nodes came up within {timeout:.0f}s; see {self.temp_dir}")
+
+    def metrics(self) -> str:
+        """The head node's Prometheus text (Ray's and applications' metrics, e.g. rstack's progress)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as resp:  # noqa: S310
+            return resp.read().decode()
 
     def processes(self) -> list[Any]:
         import psutil

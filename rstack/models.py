@@ -27,6 +27,13 @@ def random_forest(inputs: list[str], cfg: Level0Config | Level1Config) -> Pipeli
     return assembled(inputs, rf)
 
 
+def gradient_boosted(inputs: list[str], seed: int) -> Pipeline:
+    from pyspark.ml.classification import GBTClassifier
+
+    # Spark's defaults (20 rounds, depth 5, step 0.1): a plain, untuned reference, not a contender tuned on test.
+    return assembled(inputs, GBTClassifier(labelCol="label", featuresCol="features", seed=seed))
+
+
 def logistic(inputs: list[str], cfg: Level2Config) -> Pipeline:
     from pyspark.ml.classification import LogisticRegression
 

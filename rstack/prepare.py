@@ -31,6 +31,12 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     horizon = cfg.label.horizon
     feats = feature_names(cfg.features)
     raw, bar_ms, validation = validate_klines(read_klines(spark, dataset), dataset)
+    until_ms = None
+    if cfg.split.until < 1.0:
+        # Cut before features and labels exist, so nothing computed here can see past the cut.
+        span = raw.agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).first()
+        until_ms = int(span["lo"] + cfg.split.until * (span["hi"] - span["lo"]))
+        raw = raw.where(F.col("open_time") < F.lit(until_ms))
     table = add_features(raw, cfg.features, horizon, bar_ms)
 
     bad_features = undefined([*feats, "trail_rv"])
@@ -155,6 +161,7 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
         "feature_columns": feats,
         "bar_ms": bar_ms,
         "cutoffs": cut.to_dict(),
+        "until_ms": until_ms,
         "purged_rows": purged,
         "rows_by_segment": rows_by_segment,
         "positive_rate_by_segment": {SEGMENTS[r["segment"]]: float(r["pos"]) for r in label_stats},

@@ -76,8 +76,12 @@ def fit_levels_1_2(
     level1_path: str,
     level2_path: str,
     prior: float,
+    baseline_tables: list[pa.Table] | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Fit and save Levels 1 and 2; return (metrics and timings, test-segment predictions)."""
+    """Fit and save Levels 1 and 2; return (metrics and timings, test-segment predictions).
+
+    ``baseline_tables`` hold other models' test-segment probabilities (one ``baseline_*`` column
+    each); they are evaluated next to the stack and never feed it."""
     t0 = time.time()
     frame = gather_meta_features(base, l0_tables)
     l0_cols = sorted(c for c in frame.columns if c.startswith("l0_"))
@@ -86,20 +90,48 @@ def fit_levels_1_2(
     later[L1_COL] = score(spark, l1, later[[*KEY, *l0_cols]], L1_COL)
     t1 = time.time()
     l2 = _fit(spark, later, 2, [L1_COL], logistic([L1_COL], cfg.level2))
+    # L2's own (in-sample) scores on L2-fit: the report picks its F1 threshold there, never on test.
+    later[L2_COL] = score(spark, l2, later[[*KEY, L1_COL]], L2_COL)
+    later[PRIOR_COL] = prior
     test = later[later["segment"] == 3].copy()
-    test[L2_COL] = score(spark, l2, test[[*KEY, L1_COL]], L2_COL)
-    test[PRIOR_COL] = prior
+    l2_fit = later[later["segment"] == 2].copy()
+    extra_cols = []
+    for table in baseline_tables or []:
+        preds = table.to_pandas()
+        col = [c for c in preds.columns if c not in KEY][0]
+        test = test.merge(preds, on=KEY, how="left", validate="one_to_one")
+        if test[col].isna().any():
+            raise TrainingError(f"{col} has no prediction for {int(test[col].isna().sum())} test rows; rerun")
+        extra_cols.append(col)
     t2 = time.time()
-    metrics = evaluate_test(test, l0_cols, cfg.eval.threshold)
+    metrics = evaluate_test(test, l0_cols, cfg.eval.threshold, extra_cols)
     t3 = time.time()
     l1.write().overwrite().save(level1_path)
     l2.write().overwrite().save(level2_path)
     timings = {"level1_fit": t1 - t0, "level2_fit": t2 - t1, "evaluate": t3 - t2, "save_meta": time.time() - t3}
     columns = [*KEY, "label", *l0_cols, L1_COL, L2_COL, BASELINE_COL, PRIOR_COL]
-    return {"metrics": metrics, "timings": timings}, test[columns].reset_index(drop=True)
+    lr = l2.stages[-1]
+    test_columns = [*columns, *extra_cols]
+    result = {
+        "metrics": metrics,
+        "timings": timings,
+        "level1": {
+            "inputs": l0_cols,
+            "feature_importances": dict(zip(l0_cols, l1.stages[-1].featureImportances.toArray().tolist(), strict=True)),
+        },
+        "level2": {
+            "inputs": [L1_COL],
+            "coefficients": lr.coefficients.toArray().tolist(),
+            "intercept": float(lr.intercept),
+        },
+        "l2_fit_predictions": l2_fit[columns].reset_index(drop=True),
+    }
+    return result, test[test_columns].reset_index(drop=True)
 
 
-def evaluate_test(test: pd.DataFrame, l0_cols: list[str], threshold: float) -> dict[str, Any]:
+def evaluate_test(
+    test: pd.DataFrame, l0_cols: list[str], threshold: float, extra_cols: list[str] | None = None
+) -> dict[str, Any]:
     if test.empty:
         raise TrainingError("the test segment is empty; give more history or enlarge split.fractions[3]")
     y = test["label"].to_numpy()
@@ -109,6 +141,7 @@ def evaluate_test(test: pd.DataFrame, l0_cols: list[str], threshold: float) -> d
         **{c.removeprefix("l0_"): c for c in l0_cols},
         "baseline_trailing_vol": BASELINE_COL,
         "baseline_prior": PRIOR_COL,
+        **{c: c for c in extra_cols or []},
     }
     return {name: evaluate(y, test[col].to_numpy(), threshold) for name, col in scores.items()}
 

@@ -23,7 +23,8 @@ from rstack.checkpoint import load_batch, save_batch
 from rstack.config import Config, Level0Config, result_config
 from rstack.data import Dataset, discover, make_batches
 from rstack.errors import ConfigError, InputError, RstackError, TrainingError
-from rstack.level0 import BatchSpec, fit_level0_batch
+from rstack.level0 import BatchSpec, fit_level0_batch, probability_of_one
+from rstack.models import gradient_boosted, random_forest
 from rstack.prepare import build_training_table
 from rstack.runs import RUN_RECORD, RunDir, write_manifest
 from rstack.stack import base_rows, fit_levels_1_2
@@ -61,6 +62,22 @@ def _host_level0(
     return meta, table
 
 
+def _host_baseline(
+    spark: SparkSession, state: dict[str, Any], run_key: str, kind: str, feature_cols: list[str], cfg: Config
+) -> pa.Table:
+    """A single model of all symbols, as the stack's honest competitor; scores test rows only."""
+    from pyspark.sql import functions as F
+
+    table = state[run_key]
+    if kind == "single_rf":
+        model = random_forest(feature_cols, cfg.level0).fit(table.where(F.col("segment") == 0))
+    else:
+        # Everything before test: as much history as the whole stack sees across its three levels.
+        model = gradient_boosted(feature_cols, cfg.level0.seed).fit(table.where(F.col("segment") <= 2))
+    scored = probability_of_one(model, table.where(F.col("segment") == 3), f"baseline_{kind}").toPandas()
+    return pa.Table.from_pandas(scored, preserve_index=False)
+
+
 def _host_meta(
     spark: SparkSession,
     state: dict[str, Any],
@@ -68,12 +85,17 @@ def _host_meta(
     cfg: Config,
     run_path: str,
     prior: float,
-    *l0_tables: pa.Table,
+    n_l0: int,
+    *tables: pa.Table,
 ) -> dict[str, Any]:
     base = base_rows(state[run_key])
-    result, test = fit_levels_1_2(spark, base, list(l0_tables), cfg, f"{run_path}/level1", f"{run_path}/level2", prior)
+    l0_tables, baseline_tables = list(tables[:n_l0]), list(tables[n_l0:])
+    result, test = fit_levels_1_2(
+        spark, base, l0_tables, cfg, f"{run_path}/level1", f"{run_path}/level2", prior, baseline_tables
+    )
     Path(run_path, "predictions").mkdir(exist_ok=True)
     test.to_parquet(Path(run_path, "predictions", "test.parquet"), index=False)
+    result.pop("l2_fit_predictions").to_parquet(Path(run_path, "predictions", "l2_fit.parquet"), index=False)
     return result
 
 
@@ -328,6 +350,9 @@ def train(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.DEBUG)
     log.addHandler(handler)
+    if log.getEffectiveLevel() > logging.INFO:
+        # The run's own log must hold the progress lines even when the caller configured no logging.
+        log.setLevel(logging.INFO)
     run_key = run.run_id
     timings: dict[str, float] = {}
     committed = False
@@ -394,9 +419,25 @@ def train(
             log.warning("runtime: the Spark host was lost; starting a new one and recomputing the features")
             runtime.restart_host()
             again = prepare()
+            # The baselines' jobs died with the old host: start them again on the new one.
+            baseline_refs[:] = [submit_baseline(kind) for kind in cfg.eval.baselines]
             if again["cutoffs"] != summary["cutoffs"] or again["symbols"] != summary["symbols"]:
                 raise TrainingError("the recomputed training table differs from the first one; train anew")
 
+        # The baselines' Spark jobs run beside Level 0's, in their own FAIR pool.
+        def submit_baseline(kind: str) -> Any:
+            return runtime.call(
+                _host_baseline,
+                run_key,
+                kind,
+                feature_cols,
+                cfg,
+                name=f"baseline-{kind}",
+                pool="baselines",
+                group=run_key,
+            )
+
+        baseline_refs = [submit_baseline(kind) for kind in cfg.eval.baselines]
         gauge = _progress_gauge(run.run_id, len(batches), len(restored))
         t = time.time()
         metas, table_refs = run_batches(
@@ -433,7 +474,16 @@ def train(
         # The Arrow tables stay in Ray's object store; the host resolves the refs itself.
         meta_result = runtime.get(
             runtime.call(
-                _host_meta, run_key, cfg, str(run.work), prior, *tables_list, name="level1-level2", group=run_key
+                _host_meta,
+                run_key,
+                cfg,
+                str(run.work),
+                prior,
+                len(tables_list),
+                *tables_list,
+                *baseline_refs,
+                name="level1-level2",
+                group=run_key,
             )
         )
         timings["level1_level2"] = time.time() - t
@@ -525,6 +575,8 @@ def _manifest(
         "excluded_symbols": summary["excluded_symbols"],
         "batches": {b.name: list(b.symbols) for b in batches},
         "cutoffs": summary["cutoffs"],
+        # Set for walk-forward folds: no candle at or after this instant was read.
+        "until_ms": summary.get("until_ms"),
         "purged_rows": summary["purged_rows"],
         "rows_by_segment": summary["rows_by_segment"],
         "positive_rate_by_segment": summary["positive_rate_by_segment"],
@@ -544,5 +596,8 @@ def _manifest(
         "level0_max_concurrent": overlap,
         "models": {"level0": {b.name: f"level0/{b.name}" for b in batches}, "level1": "level1", "level2": "level2"},
         "predictions": "predictions/test.parquet",
+        "predictions_l2_fit": "predictions/l2_fit.parquet",
+        "level1": meta_result["level1"],
+        "level2": meta_result["level2"],
         "metrics": meta_result["metrics"],
     }

@@ -26,6 +26,8 @@ def light_config(**overrides: Any) -> Config:
         "runtime.executor_memory": "1g",
         "runtime.driver_memory": "1g",
         "level0.batch_size": 3,
+        # The single-model baselines have their own end-to-end test; elsewhere they only cost time.
+        "eval.baselines": [],
     }
     return load_config(ROOT / "configs" / "laptop.yaml", {**base, **overrides}, environ={})
 

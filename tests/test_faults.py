@@ -212,6 +212,7 @@ def _spawn_train(synth_dir: Path, models: Path, temp: str) -> subprocess.Popen[b
         "RSTACK_RUNTIME__RAY_TEMP_DIR": temp,
         "RSTACK_LEVEL0__BATCH_SIZE": "3",
         "RSTACK_LEVEL0__CONCURRENCY": "1",
+        "RSTACK_EVAL__BASELINES": "",
     }
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "rstack.cli", "train", str(synth_dir), "--models", str(models)]
@@ -246,54 +247,82 @@ def ray_temp() -> Iterator[str]:
     shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_killed_driver_resumes_without_refitting_finished_batches(
-    trained: TrainResult, synth_dir: Path, runtime: Runtime, tmp_path: Path, ray_temp: str, rstack_log: list[str]
-) -> None:
-    models = tmp_path / "models"
-    proc = _spawn_train(synth_dir, models, ray_temp)
-    try:
-        wait_for(lambda: "level0: batch_000 done" in _log_of(models) or proc.poll() is not None, 400, "batch_000")
-        assert proc.poll() is None, "the training process ended before it was killed"
-        proc.kill()
-        proc.wait(60)
-    finally:
-        proc.kill()
-    (work,) = models.glob("_tmp-*")
-    assert "level0: batch_001 done" not in _log_of(models)
-    assert not (models / "latest").exists()
-    run_id = work.name.removeprefix("_tmp-")
+@pytest.fixture
+def second_ray_temp() -> Iterator[str]:
+    temp = tempfile.mkdtemp(prefix="rsg-", dir="/tmp")
+    yield temp
+    for proc in _processes_under(temp):
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    shutil.rmtree(temp, ignore_errors=True)
 
-    result = train(synth_dir, models, light_config(), runtime, resume=run_id)
+
+def test_killed_or_interrupted_driver_leaves_a_run_that_resumes_without_refitting(
+    trained: TrainResult,
+    synth_dir: Path,
+    runtime: Runtime,
+    tmp_path: Path,
+    ray_temp: str,
+    second_ray_temp: str,
+    rstack_log: list[str],
+) -> None:
+    # Two `rstack train` processes at once (each with its own local Ray), to share the start-up wait:
+    # one gets SIGKILL (a crash, an OOM kill), the other Ctrl-C (SIGINT), both after batch_000 is done.
+    killed_models, interrupted_models = tmp_path / "killed", tmp_path / "interrupted"
+    killed = _spawn_train(synth_dir, killed_models, ray_temp)
+    interrupted = _spawn_train(synth_dir, interrupted_models, second_ray_temp)
+    # Every process each driver started (GCS, raylet, agents, workers, JVMs): Ray renames some of
+    # them, so they are tracked as descendants rather than found by their command line.
+    started: dict[int, list[psutil.Process]] = {}
+    try:
+        for proc, models in ((killed, killed_models), (interrupted, interrupted_models)):
+            wait_for(lambda m=models, p=proc: "level0: batch_000 done" in _log_of(m) or p.poll() is not None, 400, "b0")
+            assert proc.poll() is None, "the training process ended before it was stopped"
+            started[proc.pid] = psutil.Process(proc.pid).children(recursive=True)
+            if proc is killed:
+                proc.kill()
+            else:
+                proc.send_signal(signal.SIGINT)
+        assert killed.wait(60) == -signal.SIGKILL
+        assert interrupted.wait(120) == 130
+    finally:
+        killed.kill()
+        interrupted.kill()
+        for proc in started.get(killed.pid, []):
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+    # Ctrl-C: Ray and Spark were stopped, not orphaned, and the run is kept as failed + resumable.
+    assert len(started[interrupted.pid]) > 3
+    _, alive = psutil.wait_procs(started[interrupted.pid], timeout=30)
+    assert not alive, [p.name() for p in alive]
+    (failed,) = interrupted_models.glob("_failed-*")
+    assert not list(interrupted_models.glob("_tmp-*")) and not (interrupted_models / "latest").exists()
+    assert (failed / "checkpoints" / "level0" / "batch_000.json").is_file()
+    assert "interrupted" in _log_of(interrupted_models) and "--resume" in _log_of(interrupted_models)
+    run_id = failed.name.removeprefix("_failed-")
+    reopened = RunDir(interrupted_models, run_id, resume=True)
+    assert reopened.work == interrupted_models / f"_tmp-{run_id}" and reopened.work.is_dir()
+    reopened.fail()
+
+    # SIGKILL: the run stays under its unfinished name, never `latest`; --resume completes it.
+    (work,) = killed_models.glob("_tmp-*")
+    assert "level0: batch_001 done" not in _log_of(killed_models)
+    assert not (killed_models / "latest").exists()
+    run_id = work.name.removeprefix("_tmp-")
+    result = train(synth_dir, killed_models, light_config(), runtime, resume=run_id)
     m = result.manifest
-    assert result.run_dir == models / run_id and (models / "latest").resolve() == result.run_dir
+    assert result.run_dir == killed_models / run_id and (killed_models / "latest").resolve() == result.run_dir
     assert m["resumed"] is True
     assert [(b["name"], b["restored"]) for b in m["level0"]] == [("batch_000", True), ("batch_001", False)]
     assert sum(1 for ln in rstack_log if "level0: batch_" in ln and " started" in ln) == 1
     assert_same_metrics(m["metrics"], trained.manifest["metrics"])
     log_text = (result.run_dir / "logs" / "rstack.log").read_text()
     assert "(resumed)" in log_text and "batch_000 restored from its checkpoint" in log_text
-
-
-def test_ctrl_c_stops_ray_and_spark_and_leaves_a_resumable_run(synth_dir: Path, tmp_path: Path, ray_temp: str) -> None:
-    models = tmp_path / "models"
-    proc = _spawn_train(synth_dir, models, ray_temp)
-    try:
-        wait_for(lambda: "level0: batch_000 done" in _log_of(models) or proc.poll() is not None, 400, "batch_000")
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(120)
-    finally:
-        proc.kill()
-    assert code == 130
-    (failed,) = models.glob("_failed-*")
-    assert not list(models.glob("_tmp-*")) and not (models / "latest").exists()
-    assert (failed / "checkpoints" / "level0" / "batch_000.json").is_file()
-    assert "interrupted" in _log_of(models) and "--resume" in _log_of(models)
-    # Ray and Spark were stopped, not orphaned: nothing runs from this process's Ray folder.
-    wait_for(lambda: not _processes_under(ray_temp), 30, "Ray and Spark processes to exit")
-    run_id = failed.name.removeprefix("_failed-")
-    reopened = RunDir(models, run_id, resume=True)
-    assert reopened.work == models / f"_tmp-{run_id}" and reopened.work.is_dir()
-    reopened.fail()
 
 
 # -- run folders: locking, concurrent writers, safe names -------------------------------------------

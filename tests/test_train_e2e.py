@@ -78,6 +78,13 @@ def test_cli_second_run_gives_identical_metrics(
     assert "level2" in result.output and "baseline_trailing_vol" in result.output
     second = json.loads((models / "latest" / "manifest.json").read_text())
     assert second["run_id"] != trained.manifest["run_id"]
+    # This run keeps the default baselines (the fixture's light config turns them off): a single
+    # RandomForest on all symbols and a GBT, evaluated on the same test rows next to the stack.
+    for name, col in (("baseline_single_rf", "baseline_single_rf"), ("baseline_gbt", "baseline_gbt")):
+        assert 0.0 < second["metrics"][name]["roc_auc"] < 1.0
+        assert second["metrics"][name]["rows"] == trained.manifest["rows_by_segment"]["test"]
+        preds = pd.read_parquet(models / "latest" / "predictions" / "test.parquet")
+        assert preds[col].between(0, 1).all() and len(preds) == second["metrics"][name]["rows"]
     for name, want in trained.manifest["metrics"].items():
         for key, value in want.items():
             got = second["metrics"][name][key]

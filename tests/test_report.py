@@ -1,0 +1,204 @@
+"""The HTML evaluation report of a real training run: embedded images, verdict, leakage audit, and a
+headless-Chromium check that every image actually decodes in a browser."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rstack.errors import InputError
+from rstack.report import summary_table, write_report
+from rstack.train import TrainResult
+
+pytestmark = pytest.mark.slow
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMG_SRC = re.compile(r'<img\b[^>]*?\bsrc="([^"]*)"', re.IGNORECASE)
+# Appended to a copy of the report: after every image has loaded or failed, record what the browser saw.
+PROBE = """<script>
+window.addEventListener('load', function () {
+  document.body.setAttribute('data-images', JSON.stringify(Array.from(document.images).map(
+    function (i) { return [i.complete, i.naturalWidth, i.naturalHeight]; })));
+});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def report(trained: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    """The report of a copy of the shared run, so the run folder other tests check stays untouched."""
+    run = tmp_path_factory.mktemp("report-run")
+    shutil.copy2(trained.run_dir / "manifest.json", run / "manifest.json")
+    shutil.copytree(trained.run_dir / "predictions", run / "predictions")
+    summary = write_report(run)
+    return run, summary, (run / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """A headless-capable Chromium; installed from Debian when missing and running as root (CI images)."""
+    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    if found:
+        return found
+    command = "apt-get update && apt-get install -y chromium"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            for args in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+                subprocess.run(args, check=True, env=env, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", "") or ""
+            pytest.fail(f"no Chromium found and `{command}` failed ({exc}); {detail[-800:]}")
+        found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+        if found:
+            return found
+    pytest.fail(
+        f"the report test needs a headless Chromium ({', '.join(BROWSERS)}) and none is on PATH; "
+        f"install it with `sudo sh -c '{command}'` (Debian/Ubuntu) and rerun"
+    )
+
+
+def render_images(page: str, workdir: Path, browser: str) -> list[list[Any]]:
+    """[complete, naturalWidth, naturalHeight] of every <img> once Chromium has loaded ``page``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    check = workdir / "check.html"
+    assert "</body>" in page
+    check.write_text(page.replace("</body>", PROBE + "</body>", 1), encoding="utf-8")
+    args = [
+        browser,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={workdir / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        check.as_uri(),
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-images="([^"]*)"', done.stdout)
+    assert found, f"Chromium exit {done.returncode}, no data-images in its DOM; stderr: {done.stderr[-1500:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE, data[:16]
+    # The first chunk of a valid PNG is IHDR: length 13, then width and height as big-endian ints.
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert (length, kind) == (13, b"IHDR")
+    return struct.unpack(">II", data[16:24])
+
+
+def expected_verdicts(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """The verdict sentence(s) the manifest implies, derived here without rstack.report's helpers."""
+
+    def auc(name: str) -> float | None:
+        v = (metrics.get(name) or {}).get("roc_auc")
+        return None if v is None or not math.isfinite(float(v)) else float(v)
+
+    l2 = auc("level2")
+    baselines = {n: a for n in metrics if n.startswith("baseline_") and (a := auc(n)) is not None}
+    if l2 is None or not baselines:
+        return ["No verdict:"]
+    top = max(baselines.values())
+    if l2 > top:
+        return [
+            f"The stack beats every baseline on test ROC-AUC: {l2:.4f} vs {top:.4f} for the best, {n}"
+            for n, a in baselines.items()
+            if a == top
+        ]
+    return [
+        f"The stack does NOT beat {n}: {l2:.4f} vs {top:.4f} test ROC-AUC" for n, a in baselines.items() if a == top
+    ]
+
+
+def test_report_embeds_valid_pngs(report: tuple[Path, dict[str, Any], str]) -> None:
+    run, summary, page = report
+    assert (run / "report.html").is_file()
+    srcs = IMG_SRC.findall(page)
+    assert page.count("<img") == len(srcs) == len(summary["images"]) >= 6
+    for src, name in zip(srcs, summary["images"], strict=True):
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        data = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert len(data) > 1024
+        width, height = png_size(data)
+        assert width > 100 and height > 100
+        assert (run / "report" / name).read_bytes() == data
+    # Self-contained: nothing for the browser to fetch.
+    assert not re.search(r'<(link|script)\b|src="(?!data:)', page, re.IGNORECASE)
+    assert not list(run.glob(".*.tmp")) and not list((run / "report").glob(".*.tmp"))
+
+
+def test_verdict_matches_manifest(report: tuple[Path, dict[str, Any], str]) -> None:
+    run, summary, page = report
+    metrics = json.loads((run / "manifest.json").read_text())["metrics"]
+    expected = expected_verdicts(metrics)
+    assert any(e in summary["verdict"] for e in expected), (summary["verdict"], expected)
+    assert any(html.escape(e) in page for e in expected)
+    assert summary["roc_auc"]["level2"] == pytest.approx(metrics["level2"]["roc_auc"])
+    table = summary_table(summary)
+    assert table.splitlines()[-1] == f"verdict: {summary['verdict']}"
+    assert all(name in table for name in metrics)
+
+
+def test_leakage_audit_lists_cutoffs(report: tuple[Path, dict[str, Any], str]) -> None:
+    run, _, page = report
+    manifest = json.loads((run / "manifest.json").read_text())
+    audit = page[page.index('id="leakage-audit"') :]
+    for cutoff in manifest["cutoffs"]["cutoffs_utc"]:
+        assert cutoff in audit
+    for boundary, n in manifest["purged_rows"].items():
+        assert f"purged rows at {boundary}</th><td>{n}</td>" in audit
+    assert "L0-train rows only, per symbol" in audit
+
+
+def test_f1_confusion_uses_l2_fit_rows(report: tuple[Path, dict[str, Any], str]) -> None:
+    run, summary, page = report
+    if (run / "predictions" / "l2_fit.parquet").is_file():
+        assert 0.0 <= summary["f1_threshold"] <= 1.0
+        assert "chosen on L2-fit rows" in summary_table(summary)
+        caption = re.search(r'<figure id="fig-confusion">.*?<figcaption>(.*?)</figcaption>', page, re.DOTALL)
+        assert caption and f"{summary['f1_threshold']:.4f}" in caption.group(1)
+        assert "chosen on the L2-fit segment, never on test" in caption.group(1)
+    else:
+        assert summary["f1_threshold"] is None
+        assert "predictions/l2_fit.parquet not found" in page
+
+
+def test_images_render_in_chromium(report: tuple[Path, dict[str, Any], str], browser: str, tmp_path: Path) -> None:
+    _, summary, page = report
+    images = render_images(page, tmp_path, browser)
+    assert len(images) == len(summary["images"])
+    assert all(complete and width > 0 and height > 0 for complete, width, height in images), images
+
+
+def test_chromium_check_catches_a_broken_image(
+    report: tuple[Path, dict[str, Any], str], browser: str, tmp_path: Path
+) -> None:
+    _, _, page = report
+    first = IMG_SRC.search(page)
+    assert first
+    broken = page.replace(first.group(1), "data:image/png;base64,bm90IGEgcG5n", 1)
+    images = render_images(broken, tmp_path, browser)
+    assert images[0][1] == 0, images[0]
+    assert all(width > 0 for _, width, _ in images[1:])
+
+
+def test_missing_inputs_name_the_file(trained: TrainResult, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="manifest.json not found"):
+        write_report(tmp_path)
+    shutil.copy2(trained.run_dir / "manifest.json", tmp_path / "manifest.json")
+    with pytest.raises(InputError, match=r"predictions/test\.parquet not found.*rstack train"):
+        write_report(tmp_path)
