@@ -216,7 +216,7 @@ def submit(
         pairs = dict(e.split("=", 1) for e in env or [] if "=" in e)
         if len(pairs) != len(env or []):
             raise InputError(f"--env takes KEY=VALUE, got {env}")
-        job = build_job(data_dir, models, working_dir.resolve(), config, list(ctx.args), pairs, run_id)
+        job = build_job(data_dir, models, working_dir.resolve(), config, list(ctx.args), pairs, run_id, address)
         jobs = submit_job(address, job)
         typer.echo(f"job {job.submission_id} submitted; run {job.run_id} -> {models}")
         if wait:

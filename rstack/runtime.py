@@ -230,7 +230,12 @@ class Runtime:
                     **common,
                 )
             self._owns_ray = True
-            self.info["dashboard_url"] = ctx.dashboard_url or None
+            # A driver joining a cluster (e.g. a Ray job) may not learn the dashboard's address from
+            # Ray; `rstack submit` passes the one it submitted to.
+            url = ctx.dashboard_url or os.environ.get("RSTACK_DASHBOARD_URL") or None
+            if url and "://" not in url:
+                url = f"http://{url}"
+            self.info["dashboard_url"] = url
         try:
             from ray._private import worker
 

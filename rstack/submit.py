@@ -55,6 +55,7 @@ def build_job(
     train_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     run_id: str | None = None,
+    dashboard_url: str | None = None,
 ) -> Job:
     run_id = check_run_id(run_id) if run_id else new_run_id()
     data_dir = shared_path(data_dir, "data folder")
@@ -72,7 +73,11 @@ def build_job(
         runtime_env={
             "working_dir": str(working_dir),
             "excludes": EXCLUDES,
-            "env_vars": {"PYTHONUNBUFFERED": "1", **(env or {})},
+            "env_vars": {
+                "PYTHONUNBUFFERED": "1",
+                **({"RSTACK_DASHBOARD_URL": dashboard_url} if dashboard_url else {}),
+                **(env or {}),
+            },
         },
         metadata={"rstack_run_id": run_id, "models": models},
     )

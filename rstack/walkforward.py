@@ -27,7 +27,7 @@ log = logging.getLogger("rstack")
 
 
 def fold_ends(folds: int, test_fraction: float) -> list[float]:
-    return [(1.0 - test_fraction) ** (folds - k) for k in range(1, folds + 1)]
+    return [round((1.0 - test_fraction) ** (folds - k), 6) for k in range(1, folds + 1)]
 
 
 def _utc(ms: int | None) -> str | None:

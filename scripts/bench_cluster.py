@@ -65,8 +65,6 @@ def submitted_run(data: Path, models: Path, run_id: str) -> tuple[float, float, 
         subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True)
         wall = time.time() - t1
         starts = [t["start_time_ms"] / 1000 for t in tasks(cluster) if t["name"].startswith("level0-batch_")]
-        progress = [ln for ln in cluster.metrics().splitlines() if "rstack_level0_batches" in ln and ln[0] != "#"]
-        print("progress metrics on the head:", *progress, sep="\n  ")
         return startup, wall, min(starts) - t1
 
 

@@ -235,9 +235,8 @@ def _processes_under(temp: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture
-def ray_temp() -> Iterator[str]:
-    temp = tempfile.mkdtemp(prefix="rsf-", dir="/tmp")
+def _private_ray_temp(prefix: str) -> Iterator[str]:
+    temp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     yield temp
     for proc in _processes_under(temp):
         try:
@@ -245,18 +244,16 @@ def ray_temp() -> Iterator[str]:
         except psutil.Error:
             pass
     shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_temp() -> Iterator[str]:
+    yield from _private_ray_temp("rsf-")
 
 
 @pytest.fixture
 def second_ray_temp() -> Iterator[str]:
-    temp = tempfile.mkdtemp(prefix="rsg-", dir="/tmp")
-    yield temp
-    for proc in _processes_under(temp):
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    shutil.rmtree(temp, ignore_errors=True)
+    yield from _private_ray_temp("rsg-")
 
 
 def test_killed_or_interrupted_driver_leaves_a_run_that_resumes_without_refitting(

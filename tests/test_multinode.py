@@ -50,15 +50,34 @@ def test_submitted_training_runs_level0_on_two_nodes(synth_dir: Path, tmp_path: 
         nodes = state(cluster, "nodes")
         assert len(nodes) == 2 and {n["resources_total"]["CPU"] for n in nodes} == {1.0, 2.0}
         args = ["submit", str(synth_dir), "--models", f"file://{models}", "--address", cluster.dashboard_url]
-        args += ["--working-dir", str(ROOT), "--run-id", "multinode-1", "--timeout", "900"]
+        args += ["--working-dir", str(ROOT), "--run-id", "multinode-1", "--no-wait"]
         for key, value in JOB_ENV.items():
             args += ["--env", f"{key}={value}"]
         t0 = time.time()
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
-        # `ray job logs` carries rstack's progress lines.
-        assert "level0: batch_001 done" in result.output and "Spark UI http://127.0.0.1:" in result.output
-        assert "job rstack-train-multinode-1 SUCCEEDED" in result.output
+        assert "job rstack-train-multinode-1 submitted" in result.output
+
+        # While it runs, the head's Prometheus endpoint carries rstack's progress gauges.
+        from ray.job_submission import JobSubmissionClient
+
+        jobs = JobSubmissionClient(cluster.dashboard_url)
+        seen: dict[str, float] = {}
+        status = "PENDING"
+        deadline = time.time() + 900
+        while status not in ("SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
+            for line in cluster.metrics().splitlines():
+                for gauge in ("rstack_level0_batches_done", "rstack_level0_batches_total"):
+                    if line.startswith(f"ray_{gauge}{{") and 'run="multinode-1"' in line:
+                        seen[gauge] = max(seen.get(gauge, 0.0), float(line.rsplit(" ", 1)[1]))
+            status = str(jobs.get_job_status("rstack-train-multinode-1")).split(".")[-1]
+            time.sleep(1)
+        logs = jobs.get_job_logs("rstack-train-multinode-1")
+        assert status == "SUCCEEDED", logs[-3000:]
+        assert seen == {"rstack_level0_batches_done": 2.0, "rstack_level0_batches_total": 2.0}, seen
+        # `ray job logs` carries rstack's progress lines and the two URLs.
+        assert "level0: batch_001 done" in logs and "Spark UI http://127.0.0.1:" in logs
+        assert "Ray dashboard http://" in logs
 
         jobs = [j for j in state(cluster, "jobs") if j.get("submission_id") == "rstack-train-multinode-1"]
         assert jobs and jobs[0]["status"] == "SUCCEEDED"
