@@ -13,7 +13,7 @@ from rstack.config import Config
 from rstack.data import Dataset, read_klines
 from rstack.errors import InputError
 from rstack.features import add_features, feature_names, row_in_run, undefined, warmup_rows
-from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, segment_column
+from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, iso, segment_column
 from rstack.validate import validate_klines
 
 if TYPE_CHECKING:
@@ -116,6 +116,11 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
             f"no symbol in {dataset.root} has split.min_train_rows = {cfg.split.min_train_rows} "
             "training rows before the first cutoff; give more history or lower split.min_train_rows"
         )
+    if until_ms is not None:
+        # A symbol listed after a walk-forward fold's cut has no candle in this fold: say so.
+        present = {r["symbol"] for r in per_symbol}
+        for sym in sorted({s for f in dataset.files for s in f.symbols} - present):
+            excluded[sym] = f"no candles before this fold's cut ({iso(until_ms)}, split.until = {cfg.split.until})"
     thresholds = {s: float(fitted_by[s]["threshold"]) for s in included}
     medians = {s: float(fitted_by[s]["baseline_median"]) for s in included}
     fit_df = spark.createDataFrame(
