@@ -22,6 +22,9 @@ app.add_typer(data_app, name="data")
 runs_app = typer.Typer(help="List and show the runs in a models folder.")
 app.add_typer(runs_app, name="runs")
 
+# The --models option of the commands that read runs (evaluate, runs, runs show).
+RunsFolder = Annotated[Path, typer.Option("--models", "-m", help="Folder holding the runs.", envvar="RSTACK_MODELS")]
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "laptop.yaml"
 
 
@@ -241,9 +244,7 @@ def _runtime_config(config: Path | None, overrides: dict[str, Any]) -> Any:
 @app.command()
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run id in MODELS, or a run folder.")] = "latest",
-    models: Annotated[
-        Path, typer.Option("--models", "-m", help="Folder holding the runs.", envvar="RSTACK_MODELS")
-    ] = Path("models"),
+    models: RunsFolder = Path("models"),
 ) -> None:
     """Write report.html (curves, calibration, confusion, per-symbol AUC, importances, leakage audit)."""
     from rstack.runs import resolve_run
@@ -263,9 +264,7 @@ def evaluate(
 @runs_app.callback(invoke_without_command=True)
 def runs_list(
     ctx: typer.Context,
-    models: Annotated[
-        Path, typer.Option("--models", "-m", help="Folder holding the runs.", envvar="RSTACK_MODELS")
-    ] = Path("models"),
+    models: RunsFolder = Path("models"),
 ) -> None:
     """List the runs in MODELS as a leaderboard (test ROC-AUC per level), best first."""
     if ctx.invoked_subcommand is not None:
@@ -283,9 +282,7 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(
     run: Annotated[str, typer.Argument(help="Run id in MODELS (or latest).")] = "latest",
-    models: Annotated[
-        Path, typer.Option("--models", "-m", help="Folder holding the runs.", envvar="RSTACK_MODELS")
-    ] = Path("models"),
+    models: RunsFolder = Path("models"),
 ) -> None:
     """Print one run: data, config changes, cutoffs, timings and its metrics table."""
     from rstack.leaderboard import config_diff
