@@ -7,6 +7,7 @@ CLI flags arrive as dotted keys (``{"level0.batch_size": 4}``).
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -23,6 +24,10 @@ from rstack.errors import ConfigError
 
 FEATURE_SETS = ("seed", "extended")
 BASELINES = ("single_rf", "gbt")
+# Level-0 learners: Spark's RandomForestClassifier, or xgboost's PySpark estimator grown as a random
+# forest (an optional dependency: pip install 'rstack[xgboost]').
+LEARNERS = ("random_forest", "xgboost_rf")
+XGBOOST_INSTALL = "pip install 'rstack[xgboost]'"
 ENV_PREFIX = "RSTACK_"
 
 
@@ -62,6 +67,7 @@ class Level0Config:
     num_trees: int = 100
     max_depth: int = 10
     seed: int = 42
+    learner: str = "random_forest"
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,15 @@ def validate(c: Config) -> None:
     need(c.level0.batch_size >= 1, "level0.batch_size", c.level0.batch_size, "use >= 1")
     need(c.level0.concurrency >= 1, "level0.concurrency", c.level0.concurrency, "use >= 1")
     need(0 <= c.level0.max_retries <= 10, "level0.max_retries", c.level0.max_retries, "use 0..10")
+    need(c.level0.learner in LEARNERS, "level0.learner", c.level0.learner, f"use one of {', '.join(LEARNERS)}")
+    if c.level0.learner == "xgboost_rf":
+        missing = xgboost_missing()
+        need(
+            not missing,
+            "level0.learner",
+            c.level0.learner,
+            f"it needs {' and '.join(missing)}, not installed here: {XGBOOST_INSTALL} (or use random_forest)",
+        )
     for key in ("level0", "level1"):
         lvl = getattr(c, key)
         need(lvl.num_trees >= 1, f"{key}.num_trees", lvl.num_trees, "use >= 1")
@@ -298,6 +313,13 @@ def validate(c: Config) -> None:
         r.num_cpus,
         "Ray needs more logical CPUs than executors x cores, or executors starve Ray tasks",
     )
+
+
+def xgboost_missing() -> list[str]:
+    """The distributions the xgboost_rf learner needs that are not importable (found without importing)."""
+    # xgboost.spark builds its models through xgboost's scikit-learn wrapper, hence scikit-learn.
+    wanted = {"xgboost": "xgboost", "sklearn": "scikit-learn"}
+    return [dist for module, dist in wanted.items() if importlib.util.find_spec(module) is None]
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -335,8 +357,11 @@ def load_config(
 
 def result_config(cfg: Config | Mapping[str, Any]) -> dict[str, Any]:
     """The part of a config that decides a run's results (what a resumed run must share)."""
-    # Through JSON, so a config read back from a run record (lists) equals a live one (tuples).
-    out = json.loads(json.dumps(cfg.to_dict() if isinstance(cfg, Config) else dict(cfg)))
+    # Through JSON, so a config read back from a run record (lists) equals a live one (tuples). A
+    # record written before a key existed gets that key's default (e.g. level0.learner: random_forest,
+    # which is what such a run used), so it still resumes and compares equal.
+    raw = cfg.to_dict() if isinstance(cfg, Config) else _merge(Config().to_dict(), dict(cfg))
+    out = json.loads(json.dumps(raw))
     for key in EXECUTION_ONLY:
         section, _, name = key.partition(".")
         if name:

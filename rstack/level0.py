@@ -1,4 +1,4 @@
-"""Level 0: one RandomForest per batch of symbols, fitted on that batch's L0-train rows only.
+"""Level 0: one forest (``level0.learner``) per batch of symbols, fitted on that batch's L0-train rows only.
 
 A plain function over a Spark DataFrame, so it can be tested without Ray; ``train.py`` makes it a
 named Ray actor task where it is dispatched.
@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from rstack.config import Level0Config
 from rstack.errors import TrainingError
-from rstack.models import random_forest, with_probability
+from rstack.models import feature_importances, level0_model, with_probability
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
@@ -54,6 +54,7 @@ def fit_level0_batch(
     from pyspark.sql import functions as F
 
     started = time.time()
+    estimator = level0_model(feature_cols, cfg)  # a missing optional learner fails here, before any Spark job
     train = table.where((F.col("segment") == 0) & F.col("symbol").isin(list(batch.symbols)))
     classes = sorted(r["label"] for r in train.select("label").distinct().collect())
     if classes != [0.0, 1.0]:
@@ -61,17 +62,16 @@ def fit_level0_batch(
             f"level0 {batch.name} ({', '.join(batch.symbols)}): L0-train labels are {classes}, one class only; "
             "use other symbols in the batch, a larger level0.batch_size, or a label_quantile nearer 0.5"
         )
-    model = random_forest(feature_cols, cfg).fit(train)
+    model = estimator.fit(train)
     fitted = time.time()
     model.write().overwrite().save(model_path)
     scored = probability_of_one(model, table.where(F.col("segment") > 0), batch.column).toPandas()
     predictions = pa.Table.from_pandas(scored, preserve_index=False)
-    rf = model.stages[-1]
     meta = {
         "batch_id": batch.batch_id,
         "name": batch.name,
         "symbols": list(batch.symbols),
-        "feature_importances": dict(zip(feature_cols, rf.featureImportances.toArray().tolist(), strict=True)),
+        "feature_importances": feature_importances(model, feature_cols),
         "scored_rows": predictions.num_rows,
         "started": started,
         "fit_seconds": fitted - started,

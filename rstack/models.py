@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
-from rstack.config import Level0Config, Level1Config, Level2Config
+from rstack.config import XGBOOST_INSTALL, Level0Config, Level1Config, Level2Config
+from rstack.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.ml import Estimator, Pipeline, PipelineModel
@@ -25,6 +27,71 @@ def random_forest(inputs: list[str], cfg: Level0Config | Level1Config) -> Pipeli
         labelCol="label", featuresCol="features", numTrees=cfg.num_trees, maxDepth=cfg.max_depth, seed=cfg.seed
     )
     return assembled(inputs, rf)
+
+
+def xgboost_rf(inputs: list[str], cfg: Level0Config) -> Pipeline:
+    """xgboost's PySpark estimator grown as one random forest that mirrors ``random_forest``: one round of
+    ``num_trees`` parallel trees (learning rate 1), each on a 63.2% row sample (a bootstrap's expected
+    share of distinct rows) and ceil(sqrt(n)) candidate features per split (Spark's choice for a forest
+    classifier), 32 histogram bins (Spark's maxBins). Trained as one barrier task; xgboost.spark runs it
+    on ``spark.task.cpus`` threads and does not let ``nthread`` be set."""
+    try:
+        from xgboost.spark import SparkXGBClassifier
+    except ImportError as exc:
+        raise ConfigError(
+            f"level0.learner = 'xgboost_rf' needs xgboost and scikit-learn ({exc}); {XGBOOST_INSTALL} "
+            "or use level0.learner = random_forest"
+        ) from exc
+
+    xgb = SparkXGBClassifier(
+        features_col="features",
+        label_col="label",
+        num_workers=1,
+        n_estimators=1,
+        num_parallel_tree=cfg.num_trees,
+        max_depth=cfg.max_depth,
+        learning_rate=1.0,
+        subsample=0.632,
+        colsample_bynode=_sqrt_share(len(inputs), cfg.num_trees),
+        tree_method="hist",
+        max_bin=32,
+        random_state=cfg.seed,
+    )
+    return assembled(inputs, xgb)
+
+
+def _sqrt_share(n_features: int, num_trees: int) -> float:
+    """colsample_bynode that makes xgboost draw ceil(sqrt(n)) features per split, as Spark's "auto" does for
+    a forest classifier (all features for a single tree). xgboost takes floor(share * n) (in float32), so
+    the share aims half a feature above the count."""
+    if num_trees == 1 or n_features <= 1:
+        return 1.0
+    return min(1.0, (math.ceil(math.sqrt(n_features)) + 0.5) / n_features)
+
+
+def level0_model(inputs: list[str], cfg: Level0Config) -> Pipeline:
+    """The Level-0 pipeline of ``cfg.learner``."""
+    if cfg.learner == "xgboost_rf":
+        return xgboost_rf(inputs, cfg)
+    return random_forest(inputs, cfg)
+
+
+def feature_importances(model: PipelineModel, inputs: list[str]) -> dict[str, float]:
+    """{input: importance}, summing to 1 (all 0 if the model never split), for a fitted tree pipeline:
+    Spark's featureImportances, or an xgboost model's total gain per feature (0 for a feature never split on)."""
+    last: Any = model.stages[-1]
+    if hasattr(last, "featureImportances"):
+        return dict(zip(inputs, last.featureImportances.toArray().tolist(), strict=True))
+    scores = last.get_booster().get_score(importance_type="total_gain")
+    # Vector input: the booster names features f0..fN in the assembler's order.
+    names = {f"f{i}": name for i, name in enumerate(inputs)}
+    gains = dict.fromkeys(inputs, 0.0)
+    for key, value in scores.items():
+        name = names.get(key, key)
+        if name in gains:
+            gains[name] += float(value)
+    total = sum(gains.values())
+    return {name: (g / total if total > 0 else 0.0) for name, g in gains.items()}
 
 
 def gradient_boosted(inputs: list[str], seed: int) -> Pipeline:

@@ -1,0 +1,226 @@
+"""level0.learner: the config key, each learner's pipeline on a small local Spark, and a Level-0 batch fitted
+with xgboost_rf. A plain local SparkSession (no Ray): these are estimator checks, not cluster checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rstack.config import LEARNERS, Config, Level0Config, load_config, result_config
+from rstack.errors import ConfigError
+from rstack.level0 import BatchSpec, fit_level0_batch
+from rstack.metrics import roc_auc
+from rstack.models import _sqrt_share, feature_importances, level0_model, with_probability, xgboost_rf
+
+FEATURES = ["noise_a", "noise_b", "noise_c", "signal", "noise_d"]
+HOUR_MS = 3_600_000
+TRAIN_ROWS = 1500
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [("default", None), *(("cli", v) for v in LEARNERS), ("env", "xgboost_rf"), ("yaml", "xgboost_rf")],
+)
+def test_learner_is_accepted(tmp_path: Path, source: str, value: str | None) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"level0:\n  learner: {value}\n" if source == "yaml" else "")
+    overrides = {"level0.learner": value} if source == "cli" else {}
+    environ = {"RSTACK_LEVEL0__LEARNER": value} if source == "env" else {}
+    cfg = load_config(path, overrides, environ=environ)
+    assert cfg.level0.learner == (value or "random_forest")
+
+
+@pytest.mark.parametrize("value", ["xgboost", "gbt", "RandomForest", ""])
+def test_unknown_learner_is_rejected(value: str) -> None:
+    rule = "use one of random_forest, xgboost_rf"
+    with pytest.raises(ConfigError, match=rf"level0.learner = '{value}' is invalid: {rule}"):
+        load_config(None, {"level0.learner": value}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("absent", "named"),
+    [({"xgboost"}, "xgboost"), ({"sklearn"}, "scikit-learn"), ({"xgboost", "sklearn"}, "xgboost and scikit-learn")],
+)
+def test_xgboost_rf_without_xgboost_names_the_fix(monkeypatch: pytest.MonkeyPatch, absent: set, named: str) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
+        return None if name in absent else real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ConfigError, match=rf"needs {named}, not installed here: pip install 'rstack\[xgboost\]'"):
+        load_config(None, {"level0.learner": "xgboost_rf"}, environ={})
+    # random_forest does not need it.
+    assert load_config(None, {}, environ={}).level0.learner == "random_forest"
+
+
+def test_xgboost_rf_pipeline_without_xgboost_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "xgboost.spark", None)  # makes the import fail
+    with pytest.raises(ConfigError, match=r"pip install 'rstack\[xgboost\]'"):
+        xgboost_rf(FEATURES, Level0Config(learner="xgboost_rf"))
+
+
+def test_run_record_from_before_the_learner_key_still_matches() -> None:
+    record = json.loads(json.dumps(Config().to_dict()))
+    del record["level0"]["learner"]
+    assert result_config(record) == result_config(Config())
+    assert result_config(Config().replace({"level0.learner": "xgboost_rf"})) != result_config(record)
+
+
+@pytest.mark.parametrize("n_features", [*range(1, 40), 100, 250])
+def test_xgboost_draws_as_many_features_per_split_as_spark(n_features: int) -> None:
+    # xgboost keeps max(1, int(float32(colsample_bynode) * n)); Spark's forest keeps ceil(sqrt(n)).
+    share = _sqrt_share(n_features, num_trees=100)
+    assert 0 < share <= 1
+    assert max(1, int(np.float32(share) * n_features)) == int(np.ceil(np.sqrt(n_features)))
+    assert _sqrt_share(n_features, num_trees=1) == 1.0  # a single tree uses all features, as Spark's does
+
+
+# --- Spark ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    from pyspark.sql import SparkSession
+
+    from rstack.runtime import JAVA_OPENS
+
+    # Python workers (pandas UDFs, xgboost's barrier task) must run this interpreter, as Runtime arranges.
+    before = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("rstack-test-learner")
+        .config("spark.driver.extraJavaOptions", JAVA_OPENS)
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.memory", "1g")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        yield session
+    finally:
+        session.stop()
+        if before is None:
+            os.environ.pop("PYSPARK_PYTHON", None)
+        else:
+            os.environ["PYSPARK_PYTHON"] = before
+
+
+@pytest.fixture(scope="module")
+def table(spark: Any) -> Any:
+    """2,000 rows of two symbols; the label follows ``signal`` (plus noise), the other four are noise.
+    Segment 0 (first 1,500 rows) trains, segments 1..3 are held out."""
+    n = 2000
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(n, len(FEATURES)))
+    signal = x[:, FEATURES.index("signal")]
+    row = np.arange(n)
+    frame = pd.DataFrame(x, columns=FEATURES)
+    frame["label"] = (signal + 0.5 * rng.normal(size=n) > 0).astype(float)
+    frame["row"] = row
+    frame["symbol"] = np.where(row % 2 == 0, "AAA", "BBB")
+    frame["open_time"] = (row // 2).astype(np.int64) * HOUR_MS
+    frame["segment"] = np.where(row < TRAIN_ROWS, 0, 1 + (row - TRAIN_ROWS) * 3 // (n - TRAIN_ROWS)).astype(np.int32)
+    return spark.createDataFrame(frame).cache()
+
+
+@pytest.mark.parametrize(
+    ("learner", "stage", "params"),
+    [
+        ("random_forest", "RandomForestClassifier", {"numTrees": 20, "maxDepth": 5, "seed": 3}),
+        (
+            "xgboost_rf",
+            "SparkXGBClassifier",
+            {
+                "n_estimators": 1,
+                "num_parallel_tree": 20,
+                "max_depth": 5,
+                "learning_rate": 1.0,
+                "subsample": 0.632,
+                "colsample_bynode": 0.7,  # ceil(sqrt(5)) = 3 of 5 features per split
+                "tree_method": "hist",
+                "max_bin": 32,
+                "random_state": 3,
+                "num_workers": 1,
+                "featuresCol": "features",
+                "labelCol": "label",
+            },
+        ),
+    ],
+)
+def test_level0_model_builds_the_configured_learner(spark: Any, learner: str, stage: str, params: dict) -> None:
+    pipeline = level0_model(FEATURES, Level0Config(num_trees=20, max_depth=5, seed=3, learner=learner))
+    assembler, estimator = pipeline.getStages()
+    assert assembler.getInputCols() == FEATURES and assembler.getOutputCol() == "features"
+    assert type(estimator).__name__ == stage
+    assert {k: estimator.getOrDefault(k) for k in params} == params
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_learner_fits_scores_and_reloads(spark: Any, table: Any, tmp_path: Path, learner: str) -> None:
+    from pyspark.ml import PipelineModel
+
+    cfg = Level0Config(num_trees=20, max_depth=5, learner=learner)
+    held = table.where("segment > 0")
+    started = time.perf_counter()
+    model = level0_model(FEATURES, cfg).fit(table.where("segment = 0"))
+    print(f"\n{learner}: fit {time.perf_counter() - started:.2f} s on {TRAIN_ROWS} rows x {len(FEATURES)} features")
+
+    scored = with_probability(model, held, "p").toPandas().sort_values("row")
+    p = scored["p"].to_numpy()
+    assert len(p) == 500 and ((p >= 0) & (p <= 1)).all()
+    assert roc_auc(scored["label"].to_numpy(), p) > 0.7
+
+    importances = feature_importances(model, FEATURES)
+    assert list(importances) == FEATURES
+    assert all(isinstance(v, float) and v >= 0 for v in importances.values())
+    assert sum(importances.values()) == pytest.approx(1.0)
+    assert max(importances, key=importances.__getitem__) == "signal"
+
+    for _ in range(2):  # a retried Level-0 batch saves over its earlier attempt
+        model.write().overwrite().save(str(tmp_path / "model"))
+    loaded = PipelineModel.load(str(tmp_path / "model"))
+    assert type(loaded.stages[-1]) is type(model.stages[-1])
+    again = with_probability(loaded, held, "p").toPandas().sort_values("row")
+    np.testing.assert_array_equal(again["p"].to_numpy(), p)
+    assert feature_importances(loaded, FEATURES) == pytest.approx(importances)
+
+
+def test_fit_level0_batch_with_xgboost_rf(spark: Any, table: Any, tmp_path: Path) -> None:
+    from pyspark.ml import PipelineModel
+
+    cfg = Level0Config(num_trees=10, max_depth=4, learner="xgboost_rf")
+    batch = BatchSpec(0, ("AAA", "BBB"))
+    model_path = tmp_path / batch.name
+    meta, predictions = fit_level0_batch(table, batch, FEATURES, cfg, str(model_path))
+
+    importances = meta["feature_importances"]
+    assert list(importances) == FEATURES
+    assert sum(importances.values()) == pytest.approx(1.0)
+    assert max(importances, key=importances.__getitem__) == "signal"
+    json.dumps(meta)  # the manifest entry stays plain JSON
+    assert predictions.column_names == ["symbol", "open_time", batch.column]
+    assert predictions.num_rows == meta["scored_rows"] == 2000 - TRAIN_ROWS
+    p = predictions.column(batch.column).to_numpy()
+    assert ((p >= 0) & (p <= 1)).all()
+    assert type(PipelineModel.load(str(model_path)).stages[-1]).__name__ == "SparkXGBClassifierModel"
