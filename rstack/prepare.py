@@ -22,6 +22,44 @@ if TYPE_CHECKING:
 BASELINE_COL = "baseline_p"
 
 
+def fit_on_train(seg: DataFrame, label_quantile: float) -> DataFrame:
+    """Per symbol, from L0-train rows only: their count, the label threshold and the trailing-volatility median."""
+    from pyspark.sql import functions as F
+
+    return (
+        seg.where(F.col("segment") == 0)
+        .groupBy("symbol")
+        .agg(
+            F.count("*").alias("train_rows"),
+            F.expr(f"percentile(fwd_rv, {label_quantile})").alias("threshold"),
+            F.expr("percentile(trail_rv, 0.5)").alias("baseline_median"),
+        )
+    )
+
+
+def labelled(
+    spark: SparkSession, seg: DataFrame, thresholds: dict[str, float], medians: dict[str, float], feats: list[str]
+) -> DataFrame:
+    """The rows of the symbols in ``thresholds`` as (symbol, open_time, segment, label, baseline, features)."""
+    from pyspark.sql import functions as F
+
+    fit_df = spark.createDataFrame(
+        [(s, thresholds[s], medians[s]) for s in thresholds], "symbol string, threshold double, med double"
+    )
+    return seg.join(F.broadcast(fit_df), "symbol").select(
+        "symbol",
+        "open_time",
+        "segment",
+        (F.col("fwd_rv") > F.col("threshold")).cast("double").alias("label"),
+        # Naive baseline: trailing volatility against the symbol's own training median,
+        # t / (t + m) is 0.5 at the median and monotone in t.
+        F.when(F.col("trail_rv") + F.col("med") > 0, F.col("trail_rv") / (F.col("trail_rv") + F.col("med")))
+        .otherwise(F.lit(0.5))
+        .alias(BASELINE_COL),
+        *feats,
+    )
+
+
 def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> tuple[DataFrame, dict[str, Any]]:
     """Returns the persisted table (segment >= 0 rows of usable symbols) and a summary for the manifest."""
     from pyspark import StorageLevel
@@ -89,16 +127,7 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     seg = seg.withColumn("_boundary", F.when(F.col("segment") == PURGED, boundary))
     q = cfg.label.label_quantile
     seg_counts = seg.groupBy("symbol", "segment", "_boundary").count().collect()
-    fitted = (
-        seg.where(F.col("segment") == 0)
-        .groupBy("symbol")
-        .agg(
-            F.count("*").alias("train_rows"),
-            F.expr(f"percentile(fwd_rv, {q})").alias("threshold"),
-            F.expr("percentile(trail_rv, 0.5)").alias("baseline_median"),
-        )
-        .collect()
-    )
+    fitted = fit_on_train(seg, q).collect()
     fitted_by = {r["symbol"]: r for r in fitted}
     included, excluded = [], {}
     for r in per_symbol:
@@ -123,24 +152,8 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
             excluded[sym] = f"no candles before this fold's cut ({iso(until_ms)}, split.until = {cfg.split.until})"
     thresholds = {s: float(fitted_by[s]["threshold"]) for s in included}
     medians = {s: float(fitted_by[s]["baseline_median"]) for s in included}
-    fit_df = spark.createDataFrame(
-        [(s, thresholds[s], medians[s]) for s in included], "symbol string, threshold double, med double"
-    )
     final = (
-        seg.where(F.col("segment") >= 0)
-        .join(F.broadcast(fit_df), "symbol")
-        .select(
-            "symbol",
-            "open_time",
-            "segment",
-            (F.col("fwd_rv") > F.col("threshold")).cast("double").alias("label"),
-            # Naive baseline: trailing volatility against the symbol's own training median,
-            # t / (t + m) is 0.5 at the median and monotone in t.
-            F.when(F.col("trail_rv") + F.col("med") > 0, F.col("trail_rv") / (F.col("trail_rv") + F.col("med")))
-            .otherwise(F.lit(0.5))
-            .alias(BASELINE_COL),
-            *feats,
-        )
+        labelled(spark, seg.where(F.col("segment") >= 0), thresholds, medians, feats)
         # A fixed row order inside each partition keeps RandomForest's bootstrap reproducible.
         .sortWithinPartitions("symbol", "open_time")
         .persist(StorageLevel.MEMORY_AND_DISK)

@@ -23,6 +23,7 @@ from rstack.errors import RstackError, RuntimeStartError
 log = logging.getLogger(__name__)
 
 HOST_NAME = "rstack-spark-host"
+EXECUTOR_WAIT_SECONDS = 120.0
 
 # JDK 17 closes these packages; Spark's and Arrow's reflection needs them open in every JVM,
 # RayDP's app master included (without it ray.data.from_spark fails).
@@ -73,10 +74,15 @@ def spark_configs(cfg: RuntimeConfig) -> dict[str, str]:
 class SparkHost:
     """Holds the SparkSession; made a Ray actor by :class:`Runtime`. Callers ship functions to it."""
 
-    def __init__(self, app_name: str, cfg: RuntimeConfig) -> None:
+    def __init__(self, app_name: str, cfg: RuntimeConfig, python: str | None = None) -> None:
         import raydp
 
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        # Set here rather than through a runtime_env: an actor with its own runtime_env cannot take
+        # one of the Python workers Ray starts ahead of time, and waits for a new one instead.
+        os.environ["PYSPARK_PYTHON"] = python or sys.executable
+        if cfg.spark_bind_address != "auto":
+            # Spark's web UI binds to SPARK_LOCAL_IP, not to spark.driver.bindAddress.
+            os.environ["SPARK_LOCAL_IP"] = cfg.spark_bind_address
         self.spark = raydp.init_spark(
             app_name=app_name,
             num_executors=cfg.num_executors,
@@ -112,6 +118,20 @@ class SparkHost:
             "java_version": sc._jvm.java.lang.System.getProperty("java.version"),
             "host_pid": os.getpid(),
         }
+
+    def wait_for_executors(self, count: int, timeout: float) -> int:
+        """Block until ``count`` executors have registered (or ``timeout``); returns how many did.
+
+        RayDP's ``init_spark`` returns before its executor actors' JVMs are up, so without this the
+        first Spark job would silently absorb their start-up."""
+        tracker = self.spark.sparkContext._jsc.sc().statusTracker()
+        deadline = time.time() + timeout
+        while True:
+            # The driver is listed among the executors.
+            n = len(tracker.getExecutorInfos()) - 1
+            if n >= count or time.time() > deadline:
+                return n
+            time.sleep(0.05)
 
     def executors(self) -> list[dict[str, Any]]:
         """Spark's own view of its executors (id, host, tasks run so far), from the UI's REST API."""
@@ -248,10 +268,6 @@ class Runtime:
             self.host = ray.get_actor(HOST_NAME)
             log.info("reusing the running Spark host %s", HOST_NAME)
         except ValueError:
-            env = {"PYSPARK_PYTHON": sys.executable}
-            if self.cfg.spark_bind_address != "auto":
-                # Spark's web UI binds to SPARK_LOCAL_IP, not to spark.driver.bindAddress.
-                env["SPARK_LOCAL_IP"] = self.cfg.spark_bind_address
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
             actor_cls = ray.remote(SparkHost)
@@ -264,10 +280,20 @@ class Runtime:
                 num_cpus=0,
                 scheduling_strategy=here,
                 max_concurrency=self.max_concurrency,
-                runtime_env={"env_vars": env},
-            ).remote(self.app_name, self.cfg)
+            ).remote(self.app_name, self.cfg, sys.executable)
             self._owns_host = True
         self.info.update(ray.get(self.host.info.remote()))
+        want = self.cfg.num_executors
+        got = ray.get(self.host.wait_for_executors.remote(want, EXECUTOR_WAIT_SECONDS))
+        if got < want:
+            # On a cluster an autoscaler may still be adding nodes: go on, Spark uses executors as they come.
+            log.warning(
+                "runtime: %d of %d Spark executors registered after %.0fs; continuing, the rest join when "
+                "Ray has room for them (check the cluster's free CPUs and memory)",
+                got,
+                want,
+                EXECUTOR_WAIT_SECONDS,
+            )
 
     def restart_host(self, timeout: float = 120.0) -> None:
         """Replace a Spark host that died (its process killed, its node lost) with a fresh one.
