@@ -77,15 +77,18 @@ def fit_levels_1_2(
     level2_path: str,
     prior: float,
     baseline_tables: list[pa.Table] | None = None,
+    *,
+    cache_node_ids: bool = True,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Fit and save Levels 1 and 2; return (metrics and timings, test-segment predictions).
 
     ``baseline_tables`` hold other models' test-segment probabilities (one ``baseline_*`` column
-    each); they are evaluated next to the stack and never feed it."""
+    each); they are evaluated next to the stack and never feed it. ``cache_node_ids`` goes to Level 1's
+    forest (see ``random_forest``)."""
     t0 = time.time()
     frame = gather_meta_features(base, l0_tables)
     l0_cols = sorted(c for c in frame.columns if c.startswith("l0_"))
-    l1 = _fit(spark, frame, 1, l0_cols, random_forest(l0_cols, cfg.level1))
+    l1 = _fit(spark, frame, 1, l0_cols, random_forest(l0_cols, cfg.level1, cache_node_ids=cache_node_ids))
     later = frame[frame["segment"] >= 2].copy()
     later[L1_COL] = score(spark, l1, later[[*KEY, *l0_cols]], L1_COL)
     t1 = time.time()

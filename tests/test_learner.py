@@ -20,7 +20,7 @@ from rstack.config import LEARNERS, Config, Level0Config, load_config, result_co
 from rstack.errors import ConfigError
 from rstack.level0 import BatchSpec, fit_level0_batch
 from rstack.metrics import roc_auc
-from rstack.models import _sqrt_share, feature_importances, level0_model, with_probability, xgboost_rf
+from rstack.models import _sqrt_share, feature_importances, level0_model, random_forest, with_probability, xgboost_rf
 
 FEATURES = ["noise_a", "noise_b", "noise_c", "signal", "noise_d"]
 HOUR_MS = 3_600_000
@@ -147,7 +147,7 @@ def table(spark: Any) -> Any:
 @pytest.mark.parametrize(
     ("learner", "stage", "params"),
     [
-        ("random_forest", "RandomForestClassifier", {"numTrees": 20, "maxDepth": 5, "seed": 3}),
+        ("random_forest", "RandomForestClassifier", {"numTrees": 20, "maxDepth": 5, "seed": 3, "cacheNodeIds": True}),
         (
             "xgboost_rf",
             "SparkXGBClassifier",
@@ -204,6 +204,20 @@ def test_learner_fits_scores_and_reloads(spark: Any, table: Any, tmp_path: Path,
     again = with_probability(loaded, held, "p").toPandas().sort_values("row")
     np.testing.assert_array_equal(again["p"].to_numpy(), p)
     assert feature_importances(loaded, FEATURES) == pytest.approx(importances)
+
+
+def test_node_id_cache_grows_the_same_forest(spark: Any, table: Any) -> None:
+    """rstack turns on Spark's node-id cache for speed only: the forest must be the one Spark grows by
+    default (the seed reference keeps the default, and the bench credits the setting apart)."""
+    cfg = Level0Config(num_trees=20, max_depth=6, seed=11)
+    train, held = table.where("segment = 0"), table.where("segment > 0")
+    fitted = {cached: random_forest(FEATURES, cfg, cache_node_ids=cached).fit(train) for cached in (False, True)}
+    assert [m.stages[-1].getOrDefault("cacheNodeIds") for m in fitted.values()] == [False, True]
+    forests = [m.stages[-1] for m in fitted.values()]
+    assert forests[0].totalNumNodes == forests[1].totalNumNodes > 20
+    assert forests[0].toDebugString.split("\n", 1)[1] == forests[1].toDebugString.split("\n", 1)[1]
+    p = [with_probability(m, held, "p").toPandas().sort_values("row")["p"].to_numpy() for m in fitted.values()]
+    np.testing.assert_array_equal(p[0], p[1])
 
 
 def test_fit_level0_batch_with_xgboost_rf(spark: Any, table: Any, tmp_path: Path) -> None:
