@@ -12,6 +12,8 @@ so that drift in the machine hits all of them alike:
     b  rstack-c1  the same with --concurrency 1 (one Level-0 batch at a time)
     c  seed       scripts/seed_reference.py: local PySpark, local[CORES], batches one after another
     d  rstack-xgb  variant a with level0.learner = xgboost_rf (optional: --only a,b,c,d)
+    e  seed-cache  variant c with rstack's cacheNodeIds on its forests (optional): what the seed would
+                   gain from that one setting, so the design's share of a/c can be told apart
 
 Without --data it writes a synthetic set (8 symbols x 4000 hourly rows, seed 7). Baselines are off
 unless --baselines (the seed reference fits none). A sampler sums the RSS of each run's whole process
@@ -40,7 +42,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
-VARIANTS = {"a": "rstack", "b": "rstack-c1", "c": "seed", "d": "rstack-xgb"}
+VARIANTS = {"a": "rstack", "b": "rstack-c1", "c": "seed", "d": "rstack-xgb", "e": "seed-cache"}
+# Variants run by scripts/seed_reference.py rather than `rstack train`.
+SEED_LETTERS = ("c", "e")
 SEED = 7
 MULTIPLIERS = (1, 2, 4)
 SAMPLE_SECONDS = 0.25
@@ -152,9 +156,10 @@ def synth(out: Path, symbols: int, rows: int) -> Path:
 
 
 def command(letter: str, data: Path, setup: Setup, out: Path) -> list[str]:
-    if letter == "c":
+    if letter in SEED_LETTERS:
         cmd = [sys.executable, str(ROOT / "scripts" / "seed_reference.py"), str(data), "--config", str(setup.config)]
-        return cmd + ["--batch-size", str(setup.batch_size), "--cores", str(setup.cores), "--out", str(out)]
+        cmd += ["--batch-size", str(setup.batch_size), "--cores", str(setup.cores), "--out", str(out)]
+        return cmd + (["--cache-node-ids"] if letter == "e" else [])
     cmd = [sys.executable, "-m", "rstack.cli", "train", str(data), "--models", str(out), "--config", str(setup.config)]
     # The same cores as the seed's local[C]: one executor holding all of them.
     cmd += ["--batch-size", str(setup.batch_size), "--executors", "1", "--executor-cores", str(setup.cores)]
@@ -194,7 +199,7 @@ def run_tree(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float
 def stage_times(letter: str, raw: dict[str, Any]) -> dict[str, Any]:
     """A run's figures in one shape, whether from rstack's manifest or the seed reference's JSON."""
     t = raw["timings"]
-    if letter == "c":
+    if letter in SEED_LETTERS:
         stages = {"level1_2": t["level1_level2"], "evaluate": t["evaluate"], "save": t["save"]}
         input_rows = raw["input_rows"]
     else:
@@ -220,7 +225,7 @@ def stage_times(letter: str, raw: dict[str, Any]) -> dict[str, Any]:
 
 def run_variant(letter: str, data: Path, setup: Setup, work: Path, tag: str) -> dict[str, Any]:
     """One run of a variant in its own process, with its own temp folder; its record."""
-    out = work / (f"{tag}.json" if letter == "c" else tag)
+    out = work / (f"{tag}.json" if letter in SEED_LETTERS else tag)
     # Short and under /tmp whatever TMPDIR says: Ray's socket paths inside it must fit in 107 bytes.
     temp = Path(tempfile.mkdtemp(prefix="rb-", dir="/tmp"))
     try:
@@ -230,7 +235,7 @@ def run_variant(letter: str, data: Path, setup: Setup, work: Path, tag: str) -> 
             print(f"  {tag}: killed {len(strays)} process(es) left after the run: {', '.join(strays)}")
         if code != 0:
             fail(f"{tag} ({VARIANTS[letter]}) exited with {code}", log.read_text(errors="replace"))
-        raw = json.loads((out if letter == "c" else out / "latest" / "manifest.json").read_text())
+        raw = json.loads((out if letter in SEED_LETTERS else out / "latest" / "manifest.json").read_text())
     finally:
         shutil.rmtree(temp, ignore_errors=True)
         if out.is_dir():
@@ -319,6 +324,9 @@ def print_comparison(runs: list[dict[str, Any]], setup: Setup, repeats: int, mar
         ratio("rstack", "seed", "level0"),
         ratio("rstack-xgb", "rstack", "total"),
         ratio("rstack-xgb", "rstack", "level0"),
+        ratio("rstack", "seed-cache", "total"),
+        ratio("seed-cache", "seed", "total"),
+        ratio("seed-cache", "seed", "level0"),
     ]
     rows = [r for r in ratios if r is not None]
     if "rstack" in med and "seed" in med and None not in (med["rstack"]["roc_auc"], med["seed"]["roc_auc"]):

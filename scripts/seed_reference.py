@@ -7,7 +7,8 @@ seed's structure. What it computes is rstack's, so the comparison is about desig
 the same validation, features (``rstack.features``), label thresholds, global purged segments
 (``rstack.segments``), estimators (``rstack.models``), Levels 1 and 2 and evaluation
 (``rstack.stack``) -- the test ROC-AUCs of both must agree up to RandomForest's bootstrap, which
-depends on how rows fall into partitions.
+depends on how rows fall into partitions. The forests keep Spark's default ``cacheNodeIds=False``
+unless ``--cache-node-ids`` is given (bench variant e), so the same flag can be credited apart.
 
     python scripts/seed_reference.py DATA_DIR --config configs/laptop.yaml --batch-size 4 \
         --cores 2 --out result.json
@@ -96,7 +97,7 @@ def feature_table(spark: Any, data_dir: Path, cfg: Config) -> tuple[Any, list[st
     return out, symbols, feats, {"cutoffs": cut.to_dict(), "prior": float(positives)}
 
 
-def run(data_dir: Path, cfg: Config, cores: int, models_dir: Path) -> dict[str, Any]:
+def run(data_dir: Path, cfg: Config, cores: int, models_dir: Path, cache_node_ids: bool = False) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     timings: dict[str, float] = {}
@@ -113,7 +114,7 @@ def run(data_dir: Path, cfg: Config, cores: int, models_dir: Path) -> dict[str, 
     for i, syms in enumerate(make_batches(symbols, cfg.level0.batch_size)):
         batch = BatchSpec(i, tuple(syms))
         train = table.where((F.col("segment") == 0) & F.col("symbol").isin(list(syms)))
-        model = random_forest(feats, cfg.level0).fit(train)
+        model = random_forest(feats, cfg.level0, cache_node_ids=cache_node_ids).fit(train)
         model.write().overwrite().save(str(models_dir / "level0" / batch.name))
         parts = [
             probability_of_one(model, table.where(F.col("segment") == s), batch.column).toPandas() for s in (1, 2, 3)
@@ -131,6 +132,7 @@ def run(data_dir: Path, cfg: Config, cores: int, models_dir: Path) -> dict[str, 
         str(models_dir / "level1"),
         str(models_dir / "level2"),
         info["prior"],
+        cache_node_ids=cache_node_ids,
     )
     inner = result["timings"]
     timings["level1_level2"] = time.time() - t - inner["evaluate"] - inner["save_meta"]
@@ -158,10 +160,15 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2, help="local[N]: the cores Spark may use")
     parser.add_argument("--models", type=Path, default=None, help="where models go (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=None, help="write the result JSON here")
+    parser.add_argument(
+        "--cache-node-ids",
+        action="store_true",
+        help="give the forests rstack's cacheNodeIds (off: Spark's default, the seed as written)",
+    )
     args = parser.parse_args()
     cfg = load_config(args.config, overrides={"level0.batch_size": args.batch_size})
     with tempfile.TemporaryDirectory(prefix="rstack-seed-") as tmp:
-        result = run(args.data_dir, cfg, args.cores, args.models or Path(tmp))
+        result = run(args.data_dir, cfg, args.cores, args.models or Path(tmp), args.cache_node_ids)
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text)
