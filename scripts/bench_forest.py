@@ -12,17 +12,16 @@ both settings grow the same forest: same node count and the same probabilities o
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
 import numpy as np
 import pandas as pd
+from seed_reference import start_spark  # scripts/ is on sys.path when this script runs
 
 from rstack.config import Level0Config
 from rstack.models import random_forest, with_probability
-from rstack.runtime import JAVA_OPENS
 
 
 def main() -> None:
@@ -35,20 +34,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from pyspark.sql import SparkSession
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    spark = (
-        SparkSession.builder.master(f"local[{args.cores}]")
-        .appName("rstack-bench-forest")
-        .config("spark.driver.extraJavaOptions", JAVA_OPENS)
-        .config("spark.driver.memory", "4g")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", str(args.cores))
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = start_spark(args.cores, "4g")
     rng = np.random.default_rng(0)
     names = [f"f{i}" for i in range(args.features)]
     x = rng.normal(size=(args.rows, args.features))
