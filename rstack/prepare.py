@@ -14,7 +14,7 @@ from rstack.data import Dataset, read_klines
 from rstack.errors import InputError
 from rstack.features import add_features, feature_names, row_in_run, undefined, warmup_rows
 from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, iso, segment_column
-from rstack.validate import validate_klines
+from rstack.validate import in_time_order, validate_klines
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -63,12 +63,25 @@ def labelled(
 def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> tuple[DataFrame, dict[str, Any]]:
     """Returns the persisted table (segment >= 0 rows of usable symbols) and a summary for the manifest."""
     from pyspark import StorageLevel
-    from pyspark.sql import functions as F
 
     t0 = time.time()
+    # Kept for the validation pass and the features pass that follows it: read and shuffled once.
+    ordered = in_time_order(read_klines(spark, dataset)).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        table, summary = _build(spark, dataset, cfg, ordered)
+    finally:
+        ordered.unpersist()
+    summary["seconds"] = time.time() - t0
+    return table, summary
+
+
+def _build(spark: SparkSession, dataset: Dataset, cfg: Config, ordered: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
     horizon = cfg.label.horizon
     feats = feature_names(cfg.features)
-    raw, bar_ms, validation = validate_klines(read_klines(spark, dataset), dataset)
+    raw, bar_ms, validation = validate_klines(ordered, dataset)
     until_ms = None
     if cfg.split.until < 1.0:
         # Cut before features and labels exist, so nothing computed here can see past the cut.
@@ -110,6 +123,7 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
         .orderBy("symbol")
         .collect()
     )
+    ordered.unpersist()  # `table` holds everything later steps read
 
     starts = [r["usable_first_ms"] for r in per_symbol if r["usable_first_ms"] is not None]
     if not starts:
@@ -202,7 +216,6 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
             }
             for r in per_symbol
         },
-        "seconds": time.time() - t0,
     }
     totals = {
         k: sum(s[k] for s in summary["per_symbol"].values())

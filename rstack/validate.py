@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from rstack.data import Dataset
+from rstack.data import PRICE_COLUMNS, REQUIRED, Dataset
 from rstack.errors import InputError
 from rstack.segments import iso
 
@@ -43,28 +43,61 @@ def _bad_value_flags() -> dict[str, Any]:
     }
 
 
-def validate_klines(raw: DataFrame, dataset: Dataset) -> tuple[DataFrame, int, dict[str, dict[str, int]]]:
-    """(deduplicated klines, bar interval in ms, per-symbol counts); raises InputError on bad data."""
+def in_time_order(raw: DataFrame) -> DataFrame:
+    """The klines hash-partitioned by symbol and sorted by every column, symbol and open_time first.
+
+    Every window in ``features.py`` is per symbol in time order, so this is the run's only shuffle
+    of the rows; sorting by the values too puts identical rows side by side for ``validate_klines``.
+    """
+    return raw.select(*REQUIRED).repartition("symbol").sortWithinPartitions(*REQUIRED)
+
+
+def validate_klines(ordered: DataFrame, dataset: Dataset) -> tuple[DataFrame, int, dict[str, dict[str, int]]]:
+    """(deduplicated klines, bar interval in ms, per-symbol counts) of ``in_time_order``'s output;
+    raises InputError on bad data. The klines keep their partitioning and order."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     flags = _bad_value_flags()
-    cols = raw.columns
-    stats = (
-        raw.groupBy("symbol")
+    cols = list(REQUIRED)
+    # Identical rows are side by side, so one lag tells an exact duplicate (all values equal to the row
+    # before) from a conflicting one (same open_time, other values).
+    w = Window.partitionBy("symbol").orderBy(*cols[1:])
+    step = F.col("open_time") - F.lag("open_time").over(w)
+    same = functools.reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(F.lag(c).over(w)) for c in PRICE_COLUMNS])
+    marked = ordered.select(*cols, step.alias("_dt"), same.alias("_same"))
+    duplicate = (F.col("_dt") == 0) & F.col("_same")
+    conflicting = (F.col("_dt") == 0) & ~F.col("_same")
+    # Grouped by (symbol, step to the previous distinct candle): the counts and the step histogram in one
+    # pass, with no shuffle since the rows are already partitioned by symbol.
+    grouped = (
+        marked.groupBy("symbol", F.when(F.col("_dt") > 0, F.col("_dt")).alias("_step"))
         .agg(
             F.count("*").alias("rows"),
-            F.countDistinct(*cols).alias("distinct_rows"),
-            F.countDistinct("open_time").alias("distinct_times"),
+            F.sum(duplicate.cast("long")).alias("duplicates"),
+            F.sum(conflicting.cast("long")).alias("conflicting"),
             *[F.sum(flag.cast("long")).alias(kind) for kind, flag in flags.items()],
             F.sum(functools.reduce(lambda a, b: a | b, flags.values()).cast("long")).alias("bad_rows"),
             *[F.min(F.when(flag, F.col("open_time"))).alias(f"first_{kind}") for kind, flag in flags.items()],
         )
         .collect()
     )
+    stats: dict[str, dict[str, Any]] = {}
+    steps: dict[str, dict[int, int]] = {}
+    for r in grouped:
+        s = stats.setdefault(r["symbol"], {"rows": 0, "duplicates": 0, "conflicting": 0, "bad_rows": 0})
+        for key in ("rows", "duplicates", "conflicting", "bad_rows", *BAD_VALUE_KINDS):
+            s[key] = s.get(key, 0) + (r[key] or 0)
+        for kind in BAD_VALUE_KINDS:
+            first = r[f"first_{kind}"]
+            if first is not None and (s.get(f"first_{kind}") is None or first < s[f"first_{kind}"]):
+                s[f"first_{kind}"] = first
+        if r["_step"] is not None:
+            steps.setdefault(r["symbol"], {})[r["_step"]] = r["rows"]
+
     counts: dict[str, dict[str, int]] = {}
-    for r in sorted(stats, key=lambda r: r["symbol"]):
-        sym = r["symbol"]
+    for sym in sorted(stats):
+        r = stats[sym]
         files = ", ".join(dataset.files_of(sym))
         # Bad values first: a null price also hides its row from the duplicate counts.
         bad = {k: r[k] for k in BAD_VALUE_KINDS if r[k]}
@@ -76,29 +109,21 @@ def validate_klines(raw: DataFrame, dataset: Dataset) -> tuple[DataFrame, int, d
                 + f"), first {kind} at open_time {r[f'first_{kind}']} ({iso(r[f'first_{kind}'])}); "
                 "fix or drop those rows in the source (`rstack data check` lists them per symbol)"
             )
-        conflicting = r["distinct_rows"] - r["distinct_times"]
-        if conflicting:
+        if r["conflicting"]:
             raise InputError(
-                f"symbol {sym} ({files}): {conflicting} open_time value(s) appear in rows with different values; "
-                "keep one row per (symbol, open_time) (`rstack data check` counts them)"
+                f"symbol {sym} ({files}): {r['conflicting']} open_time value(s) appear in rows with different "
+                "values; keep one row per (symbol, open_time) (`rstack data check` counts them)"
             )
-        counts[sym] = {"duplicate_rows_removed": r["rows"] - r["distinct_rows"]}
-    if any(c["duplicate_rows_removed"] for c in counts.values()):
-        raw = raw.dropDuplicates()
-
-    w = Window.partitionBy("symbol").orderBy("open_time")
-    steps = raw.select("symbol", (F.col("open_time") - F.lag("open_time").over(w)).alias("dt")).where(
-        F.col("dt").isNotNull()
-    )
-    hist = steps.groupBy("symbol", "dt").count().collect()
-    if not hist:
+        counts[sym] = {"duplicate_rows_removed": r["duplicates"]}
+    if not steps:
         raise InputError("every symbol has a single candle; rstack needs a time series per symbol")
     totals: dict[int, int] = {}
-    for r in hist:
-        totals[r["dt"]] = totals.get(r["dt"], 0) + r["count"]
+    for own in steps.values():
+        for dt, n in own.items():
+            totals[dt] = totals.get(dt, 0) + n
     bar_ms = max(totals, key=lambda dt: (totals[dt], -dt))
     for sym in counts:
-        own = {r["dt"]: r["count"] for r in hist if r["symbol"] == sym}
+        own = steps.get(sym, {})
         off_grid = {dt: n for dt, n in own.items() if dt % bar_ms}
         if off_grid:
             example = min(off_grid)
@@ -109,4 +134,7 @@ def validate_klines(raw: DataFrame, dataset: Dataset) -> tuple[DataFrame, int, d
             )
         counts[sym]["gaps"] = sum(n for dt, n in own.items() if dt > bar_ms)
         counts[sym]["missing_candles"] = sum(n * (dt // bar_ms - 1) for dt, n in own.items() if dt > bar_ms)
-    return raw, bar_ms, counts
+    if any(c["duplicate_rows_removed"] for c in counts.values()):
+        # A filter keeps the partitioning and the order.
+        return marked.where(~duplicate | F.col("_dt").isNull()).select(*cols), bar_ms, counts
+    return ordered, bar_ms, counts

@@ -38,7 +38,7 @@ from rstack.prepare import fit_on_train, labelled
 from rstack.runtime import JAVA_OPENS
 from rstack.segments import compute_cutoffs, segment_column
 from rstack.stack import base_rows, fit_levels_1_2
-from rstack.validate import validate_klines
+from rstack.validate import in_time_order, validate_klines
 
 
 def start_spark(cores: int, driver_memory: str) -> Any:
@@ -66,7 +66,7 @@ def feature_table(spark: Any, data_dir: Path, cfg: Config) -> tuple[Any, list[st
     dataset = discover(data_dir)
     horizon = cfg.label.horizon
     feats = feature_names(cfg.features)
-    raw, bar_ms, _ = validate_klines(read_klines(spark, dataset), dataset)
+    raw, bar_ms, _ = validate_klines(in_time_order(read_klines(spark, dataset)), dataset)
     table = add_features(raw, cfg.features, horizon, bar_ms)
     # Window values cannot sit in a WHERE clause: the position in the run becomes a column first.
     usable = (

@@ -173,6 +173,11 @@ def _off_grid(df: pd.DataFrame) -> pd.DataFrame:
             lambda df: pd.concat([df, df.iloc[[10]].assign(volume=df["volume"].iloc[10] + 1.0)]),
             r"1 open_time value\(s\) appear in rows with different values",
         ),
+        (
+            # An exact duplicate beside a conflicting row of the same open_time: one conflict, not two.
+            lambda df: pd.concat([df.iloc[[10]], df, df.iloc[[10]], df.iloc[[10]].assign(high=df["high"][10] * 2)]),
+            r"SYN002USDT \(SYN002USDT.parquet\): 1 open_time value\(s\) appear in rows with different values",
+        ),
         (_off_grid, r"steps are not a multiple of the dataset's interval 3600000 ms .* mixed intervals"),
     ],
 )
