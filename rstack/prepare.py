@@ -68,6 +68,9 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     # Kept for the validation pass and the features pass that follows it: read and shuffled once.
     ordered = in_time_order(read_klines(spark, dataset)).persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        # Built before the next plans are made: until then Spark's adaptive cached plan reports no
+        # partitioning, and the validation's window would shuffle the rows by symbol a second time.
+        ordered.count()
         table, summary = _build(spark, dataset, cfg, ordered)
     finally:
         ordered.unpersist()
