@@ -101,9 +101,16 @@ def inspect_file(path: Path) -> InputFile:
             time_kind = kind
     if meta.num_rows == 0:
         raise InputError(f"{path}: the file has no rows; remove it or fill it with klines")
-    found = pq.read_table(path, columns=["symbol"])["symbol"].unique().to_pylist()
+    keys = pq.read_table(path, columns=["symbol", "open_time"])
+    found = keys["symbol"].unique().to_pylist()
     if None in found:
         raise InputError(f"{path}: column 'symbol' has empty (null) values; fill in the symbol of every row")
+    # A candle without a time has no place in any window or segment, and no rule can place it.
+    if keys["open_time"].null_count:
+        raise InputError(
+            f"{path}: column 'open_time' has {keys['open_time'].null_count} empty (null) values; fill in the "
+            "open time of those rows or drop them"
+        )
     symbols = tuple(sorted(str(s) for s in found))
     for sym in symbols:
         # Symbols name model and data paths; one that could leave its folder is refused outright.

@@ -99,7 +99,7 @@ def validate_klines(ordered: DataFrame, dataset: Dataset) -> tuple[DataFrame, in
     for sym in sorted(stats):
         r = stats[sym]
         files = ", ".join(dataset.files_of(sym))
-        # Bad values first: a null price also hides its row from the duplicate counts.
+        # Bad values first: a row with a broken price is no evidence of a conflict either way.
         bad = {k: r[k] for k in BAD_VALUE_KINDS if r[k]}
         if bad:
             kind = min(bad, key=lambda k: r[f"first_{k}"])

@@ -68,6 +68,12 @@ def null_symbol(d: Path) -> None:
     klines().assign(symbol=None).astype({"symbol": "string"}).to_parquet(d / "A.parquet")
 
 
+def null_time(d: Path) -> None:
+    frame = klines().astype({"open_time": "Int64"})
+    frame.loc[2, "open_time"] = None
+    frame.to_parquet(d / "A.parquet")
+
+
 @pytest.mark.parametrize(
     ("make", "match"),
     [
@@ -75,6 +81,7 @@ def null_symbol(d: Path) -> None:
         (slash_symbol, r"column 'symbol' holds '/', which is not a safe name"),
         (nul_symbol, r"column 'symbol' holds 'BTC\\x00USDT', which is not a safe name"),
         (null_symbol, r"column 'symbol' has empty \(null\) values"),
+        (null_time, r"A\.parquet: column 'open_time' has 1 empty \(null\) values; fill in the open time"),
         (drop_volume, r"A\.parquet: missing column\(s\) volume; required columns are"),
         (string_prices, r"A\.parquet: column 'close' has type (large_)?string, expected a number; cast it"),
         (string_time, r"A\.parquet: column 'open_time' has type (large_)?string; expected int64 epoch"),
