@@ -67,18 +67,26 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     t0 = time.time()
     # Kept for the validation pass and the features pass that follows it: read and shuffled once.
     ordered = in_time_order(read_klines(spark, dataset)).persist(StorageLevel.MEMORY_AND_DISK)
+    # Everything `_build` persists is listed here, so an input error half-way leaves nothing cached on
+    # the host (which a resumed or reused run would keep); only the returned table stays.
+    cached: list[DataFrame] = [ordered]
+    table: DataFrame | None = None
     try:
         # Built before the next plans are made: until then Spark's adaptive cached plan reports no
         # partitioning, and the validation's window would shuffle the rows by symbol a second time.
         ordered.count()
-        table, summary = _build(spark, dataset, cfg, ordered)
+        table, summary = _build(spark, dataset, cfg, ordered, cached)
     finally:
-        ordered.unpersist()
+        for frame in cached:
+            if frame is not table:
+                frame.unpersist()
     summary["seconds"] = time.time() - t0
     return table, summary
 
 
-def _build(spark: SparkSession, dataset: Dataset, cfg: Config, ordered: DataFrame) -> tuple[DataFrame, dict[str, Any]]:
+def _build(
+    spark: SparkSession, dataset: Dataset, cfg: Config, ordered: DataFrame, cached: list[DataFrame]
+) -> tuple[DataFrame, dict[str, Any]]:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -105,6 +113,7 @@ def _build(spark: SparkSession, dataset: Dataset, cfg: Config, ordered: DataFram
     )
     # Persisted with its status: the counts, segments, thresholds and final table all read it.
     table = table.withColumn("_status", status).persist(StorageLevel.MEMORY_AND_DISK)
+    cached.append(table)
     repair_flags = ["repair_zero_prev_volume"]
     if cfg.features.feature_set == "extended":
         repair_flags += ["repair_flat_long_rv", "repair_flat_volume_window"]
@@ -175,6 +184,7 @@ def _build(spark: SparkSession, dataset: Dataset, cfg: Config, ordered: DataFram
         .sortWithinPartitions("symbol", "open_time")
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
+    cached.append(final)
     label_stats = final.groupBy("segment").agg(F.count("*").alias("rows"), F.avg("label").alias("pos")).collect()
     table.unpersist()
 

@@ -209,3 +209,21 @@ def test_exact_duplicates_and_gaps_are_repaired_and_counted(
     assert summary["per_symbol"]["SYN001USDT"]["repairs"]["duplicate_rows_removed"] == 5
     assert summary["per_symbol"]["SYN001USDT"]["rows"] == 600
     assert summary["totals"]["repairs"]["duplicate_rows_removed"] == 2 + 5
+
+
+def _persisted_after_error(spark: Any, state: dict, data_dir: str, cfg: Config) -> tuple[str, int, int]:
+    jsc = spark.sparkContext._jsc
+    before = jsc.getPersistentRDDs().size()
+    try:
+        build_training_table(spark, discover(Path(data_dir)), cfg)
+    except InputError as exc:
+        return str(exc), before, jsc.getPersistentRDDs().size()
+    raise AssertionError("expected an InputError")
+
+
+def test_an_input_error_leaves_nothing_cached(data: Path, on_host: Callable[..., Any]) -> None:
+    # Raised after the klines and the feature table were both built and cached: a host that goes on
+    # serving (a host reused by the next run in the same Ray session) must not keep them.
+    message, before, after = on_host(_persisted_after_error, str(data), light_config(**{"split.min_train_rows": 10**9}))
+    assert "split.min_train_rows = 1000000000" in message
+    assert after == before
