@@ -2,7 +2,7 @@
 how rstack's time per symbol grows with the number of symbols.
 
     .venv/bin/python scripts/bench.py [--data DIR] [--config FILE] [--batch-size 4] [--cores 2]
-        [--repeats 3] [--only a,b,c] [--baselines] [--json OUT] [--markdown]
+        [--repeats 3] [--only a,b,c] [--baselines] [--json OUT] [--markdown] [--no-warm-up]
         [--no-sweep | --sweep-only] [--sweep-symbols 4] [--sweep-rows 4000] [--sweep-repeats 1]
 
 Variants, each run as its own process (start-up included, as a user sees it), interleaved a1 b1 c1 a2 ...
@@ -19,7 +19,8 @@ Without --data it writes a synthetic set (8 symbols x 4000 hourly rows, seed 7).
 unless --baselines (the seed reference fits none). A sampler sums the RSS of each run's whole process
 tree (Ray's raylet, GCS and workers, the Spark JVMs) every 0.25 s and keeps the peak. The table shows
 medians over the repeats and the ratios between variants. The sweep runs variant a on 1x, 2x and 4x
---sweep-symbols synthetic symbols and reports the time per symbol, start-up excluded.
+--sweep-symbols synthetic symbols and reports the time per symbol, start-up excluded. Before all of
+it, one untimed warm-up run of rstack and of the seed on a tiny synthetic set (--no-warm-up skips it).
 """
 
 from __future__ import annotations
@@ -337,6 +338,16 @@ def print_comparison(runs: list[dict[str, Any]], setup: Setup, repeats: int, mar
         print_table("ratios of medians", ["ratio", "value"], rows, markdown)
 
 
+def warm_up(work: Path, setup: Setup, letters: list[str]) -> None:
+    """One untimed run per kind of process (rstack, seed) on a tiny synthetic set, discarded: the first
+    timed run would otherwise pay for reading Python packages and jars from a cold page cache alone
+    (about 10 s of start-up seen on the first run of a chain, which was always variant a)."""
+    data = synth(work / "warm-up", 4, 1500)
+    for letter in dict.fromkeys("c" if letter in SEED_LETTERS else "a" for letter in letters):
+        run_variant(letter, data, setup, work, f"warm-up-{letter}")
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def compare(data: Path, setup: Setup, work: Path, letters: list[str], repeats: int) -> list[dict[str, Any]]:
     runs = []
     for i in range(1, repeats + 1):
@@ -407,6 +418,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--baselines", action="store_true", help="let rstack fit the config's baselines too")
     parser.add_argument("--json", type=Path, help="also write every run's record here")
     parser.add_argument("--markdown", action="store_true", help="also print the tables as markdown")
+    parser.add_argument(
+        "--warm-up",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="first one untimed run of rstack and of the seed on a tiny set (warms the page cache)",
+    )
     parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--sweep-only", action="store_true")
     parser.add_argument("--sweep-symbols", type=int, default=4, help="symbols at 1x")
@@ -429,6 +446,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rstack-bench-"))
     results: dict[str, Any] = {"setup": {**asdict(setup), "config": str(setup.config)}}
     try:
+        if args.warm_up:
+            warm_up(work, setup, ["a"] if args.sweep_only else args.only)
         if not args.sweep_only:
             data = args.data.resolve() if args.data else synth(work / "data", 8, 4000)
             results["data"] = str(data)
