@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from rstack.config import Config
+from rstack.convert import to_spark
 from rstack.errors import TrainingError
 from rstack.level0 import probability_of_one
 from rstack.metrics import evaluate
@@ -55,12 +56,12 @@ def _fit(
             f"the {SEGMENTS[segment]} segment has labels {classes} in {len(rows)} rows, so a meta-learner "
             "cannot be fitted; give more history or change split.fractions"
         )
-    return pipeline.fit(spark.createDataFrame(rows))
+    return pipeline.fit(to_spark(spark, rows))
 
 
 def score(spark: SparkSession, model: PipelineModel, frame: pd.DataFrame, alias: str) -> pd.Series:
     """Model probabilities for ``frame``'s rows, aligned to its index."""
-    scored = probability_of_one(model, spark.createDataFrame(frame), alias).toPandas()
+    scored = probability_of_one(model, to_spark(spark, frame), alias).toPandas()
     merged = frame[KEY].merge(scored, on=KEY, how="left", validate="one_to_one")
     missing = int(merged[alias].isna().sum())
     if missing:

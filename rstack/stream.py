@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rstack.bundle import KEY, Bundle
+from rstack.convert import to_spark
 from rstack.data import MICROS_THRESHOLD, PRICE_COLUMNS
 from rstack.errors import RstackError
 from rstack.runs import write_parquet_atomic
@@ -63,7 +64,7 @@ def process_micro_batch(
     combined = pd.concat([buffer.assign(_new=False), fresh.assign(_new=True)], ignore_index=True)
     stats: dict[str, Any] = {"batch_id": batch_id, "rows_in": len(new), "late_rows_skipped": int(late.sum())}
     if not combined.empty:
-        df = spark.createDataFrame(combined)
+        df = to_spark(spark, combined)
         # Persisted: the status counts and the scoring both read it.
         fresh_feats = bundle.featurize(df).where(F.col("_new")).persist()  # featurize keeps the _new flag
         try:

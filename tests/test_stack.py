@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from rstack.convert import to_spark
 from rstack.errors import TrainingError
 from rstack.stack import fit_levels_1_2
 from tests.conftest import light_config
@@ -72,3 +73,24 @@ def test_one_class_segment_is_a_clear_error(tmp_path: Path, on_host: Callable[..
     base.loc[base["segment"] == 1, "label"] = 0.0
     with pytest.raises(TrainingError, match=r"the l1_fit segment has labels \[0.0\] in 300 rows"):
         on_host(fit, base, tables, str(tmp_path / "x"))
+
+
+def _convert(spark: Any, state: dict, parts: list[pd.DataFrame]) -> tuple[list[str], list[tuple]]:
+    import warnings
+
+    frame = pd.concat(parts)  # here: pickling to the host would join the chunks again
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = to_spark(spark, frame).orderBy("open_time").collect()
+    return [str(w.message) for w in caught], [tuple(r) for r in rows]
+
+
+def test_text_in_several_arrow_chunks_reaches_spark_through_arrow(on_host: Callable[..., Any]) -> None:
+    # pandas keeps text in Arrow-backed columns (pandas 3 by default); after a concat such a column
+    # is in several chunks, which PySpark 3.5's Arrow converter rejects: it only warns and pickles the
+    # rows instead, several times slower. The stream's lookback buffer + new rows is such a concat.
+    part = pd.DataFrame({"symbol": ["AUSDT", "BUSDT"] * 3, "open_time": np.arange(6), "p": np.linspace(0, 1, 6)})
+    part = part.astype({"symbol": pd.StringDtype("pyarrow")})
+    messages, rows = on_host(_convert, [part[:3], part[3:]])
+    assert not [m for m in messages if "Arrow optimization" in m]
+    assert rows == [(s, t, p) for s, t, p in zip(part["symbol"], part["open_time"], part["p"], strict=True)]
