@@ -6,6 +6,7 @@ reads only its own symbols from it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -79,7 +80,9 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     finally:
         for frame in cached:
             if frame is not table:
-                frame.unpersist()
+                # Best effort: a failing cleanup (the session gone) must not replace the error on its way out.
+                with contextlib.suppress(Exception):
+                    frame.unpersist()
     summary["seconds"] = time.time() - t0
     return table, summary
 

@@ -79,6 +79,8 @@ def _convert(spark: Any, state: dict, parts: list[pd.DataFrame]) -> tuple[list[s
     import warnings
 
     frame = pd.concat(parts)  # here: pickling to the host would join the chunks again
+    # The case under test: text that reaches Arrow in several chunks.
+    assert isinstance(pa.Array.from_pandas(frame["symbol"]), pa.ChunkedArray)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rows = to_spark(spark, frame).orderBy("open_time").collect()
