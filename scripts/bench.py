@@ -20,7 +20,8 @@ unless --baselines (the seed reference fits none). A sampler sums the RSS of eac
 tree (Ray's raylet, GCS and workers, the Spark JVMs) every 0.25 s and keeps the peak. The table shows
 medians over the repeats and the ratios between variants. The sweep runs variant a on 1x, 2x and 4x
 --sweep-symbols synthetic symbols and reports the time per symbol, start-up excluded. Before all of
-it, one untimed warm-up run of rstack and of the seed on a tiny synthetic set (--no-warm-up skips it).
+it, one untimed warm-up run on a tiny synthetic set of each program the chosen variants start (rstack;
+the seed reference if c or e is chosen); --no-warm-up skips it.
 """
 
 from __future__ import annotations
@@ -339,7 +340,7 @@ def print_comparison(runs: list[dict[str, Any]], setup: Setup, repeats: int, mar
 
 
 def warm_up(work: Path, setup: Setup, letters: list[str]) -> None:
-    """One untimed run per kind of process (rstack, seed) on a tiny synthetic set, discarded: the first
+    """One untimed run per program ``letters`` start (rstack, the seed) on a tiny synthetic set, discarded: the first
     timed run would otherwise pay for reading Python packages and jars from a cold page cache alone
     (about 10 s of start-up seen on the first run of a chain, which was always variant a)."""
     data = synth(work / "warm-up", 4, 1500)
@@ -422,7 +423,7 @@ def parse_args() -> argparse.Namespace:
         "--warm-up",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="first one untimed run of rstack and of the seed on a tiny set (warms the page cache)",
+        help="first one untimed run of each program the variants start, on a tiny set (warms the page cache)",
     )
     parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--sweep-only", action="store_true")
