@@ -53,7 +53,21 @@ def process_micro_batch(
         "symbol",
         F.when(raw >= MICROS_THRESHOLD, F.floor(raw / 1000)).otherwise(raw).cast("long").alias("open_time"),
         *[F.col(c).cast("double") for c in PRICE_COLUMNS],
+        F.input_file_name().alias("_file"),
     ).toPandas()
+    # A row without a symbol or an open time has no place in any lookback; stopping a long-running
+    # stream for it would be worse than skipping it, so it is counted, named by file and skipped.
+    unplaced = new["symbol"].isna() | new["open_time"].isna()
+    if unplaced.any():
+        per_file = new.loc[unplaced, "_file"].value_counts().to_dict()
+        log.warning(
+            "stream batch %d: skipped %d row(s) with an empty (null) symbol or open_time, per file: %s; "
+            "fill them in and drop those rows in again as a new file",
+            batch_id,
+            int(unplaced.sum()),
+            per_file,
+        )
+    new = new.loc[~unplaced].drop(columns="_file").astype({"open_time": "int64"}).reset_index(drop=True)
     previous = _buffer_before(state_dir, batch_id)
     buffer = pd.read_parquet(previous) if previous else new.iloc[0:0]
     last_seen = buffer.groupby("symbol")["open_time"].max()
@@ -62,7 +76,12 @@ def process_micro_batch(
     late = new["open_time"] <= new["symbol"].map(last_seen).fillna(-1)
     fresh = new[~late]
     combined = pd.concat([buffer.assign(_new=False), fresh.assign(_new=True)], ignore_index=True)
-    stats: dict[str, Any] = {"batch_id": batch_id, "rows_in": len(new), "late_rows_skipped": int(late.sum())}
+    stats: dict[str, Any] = {
+        "batch_id": batch_id,
+        "rows_in": len(new) + int(unplaced.sum()),
+        "late_rows_skipped": int(late.sum()),
+        "null_key_rows_skipped": int(unplaced.sum()),
+    }
     if not combined.empty:
         df = to_spark(spark, combined)
         # Persisted: the status counts and the scoring both read it.

@@ -138,8 +138,13 @@ def test_stream_equals_batch_and_resumes_without_repeats(
     watch.mkdir()
     run = str(trained.run_dir)
 
+    # Two rows no lookback can place (a null open_time, a null symbol) ride in the second file.
+    unplaced = tail.iloc[[0, 1]].astype({"open_time": "Int64", "symbol": "object"})
+    unplaced.iloc[0, unplaced.columns.get_loc("open_time")] = pd.NA
+    unplaced.iloc[1, unplaced.columns.get_loc("symbol")] = None
     for i in range(3):
-        _drop(watch, f"part-{i}.parquet", tail.iloc[chunks[i]], 1_700_000_000 + i)
+        frame = tail.iloc[chunks[i]].astype({"open_time": "Int64", "symbol": "object"})
+        _drop(watch, f"part-{i}.parquet", pd.concat([frame, unplaced]) if i == 1 else frame, 1_700_000_000 + i)
     first = on_host(stream_dir, run, str(watch), str(out), str(ckpt), True)
     assert [b["batch_id"] for b in first["batches"]] == [0, 1, 2]
 
@@ -162,3 +167,5 @@ def test_stream_equals_batch_and_resumes_without_repeats(
     pd.testing.assert_frame_equal(streamed, batch, check_exact=False, rtol=0, atol=1e-12)
     stats = [b for run_ in (first, second) for b in run_["batches"]]
     assert sum(b["warmup"] for b in stats) == 2 * 50 and sum(b["late_rows_skipped"] for b in stats) == 0
+    assert [b["null_key_rows_skipped"] for b in stats] == [0, 2, 0, 0, 0]
+    assert sum(b["rows_in"] for b in stats) == len(tail) + 2
