@@ -404,6 +404,14 @@ def stream(
         raise typer.Exit(130) from None
     rows = sum(b["scored"] for b in summary["batches"])
     typer.echo(f"run {summary['run_id']}: {len(summary['batches'])} micro-batches, {rows} rows scored -> {out}")
+    late = sum(b["late_rows_skipped"] for b in summary["batches"])
+    null_key = sum(b["null_key_rows_skipped"] for b in summary["batches"])
+    if late or null_key:
+        typer.echo(
+            f"skipped {late} late row(s) and {null_key} row(s) with a null symbol or open_time; "
+            f"per batch and file in {ckpt / 'lookback'}/stats-*.json",
+            err=True,
+        )
 
 
 @data_app.command("synth")

@@ -58,14 +58,14 @@ def process_micro_batch(
     # A row without a symbol or an open time has no place in any lookback; stopping a long-running
     # stream for it would be worse than skipping it, so it is counted, named by file and skipped.
     unplaced = new["symbol"].isna() | new["open_time"].isna()
-    if unplaced.any():
-        per_file = new.loc[unplaced, "_file"].value_counts().to_dict()
+    null_key_files = {str(k): int(v) for k, v in new.loc[unplaced, "_file"].value_counts().items()}
+    if null_key_files:
         log.warning(
-            "stream batch %d: skipped %d row(s) with an empty (null) symbol or open_time, per file: %s; "
+            "stream batch %d: skipped %d row(s) with a null symbol or open_time, per file: %s; "
             "fill them in and drop those rows in again as a new file",
             batch_id,
             int(unplaced.sum()),
-            per_file,
+            null_key_files,
         )
     new = new.loc[~unplaced].drop(columns="_file").astype({"open_time": "int64"}).reset_index(drop=True)
     previous = _buffer_before(state_dir, batch_id)
@@ -81,6 +81,7 @@ def process_micro_batch(
         "rows_in": len(new) + int(unplaced.sum()),
         "late_rows_skipped": int(late.sum()),
         "null_key_rows_skipped": int(unplaced.sum()),
+        "null_key_files": null_key_files,
     }
     if not combined.empty:
         df = to_spark(spark, combined)

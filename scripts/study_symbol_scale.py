@@ -5,9 +5,10 @@ features are in each symbol's own units (prices from 1e-5 to 7e4, volatilities t
 symbol), and a Level-0 forest trained on one batch of symbols scores every symbol. This script
 builds rstack's training table in one local[CORES] SparkSession, then fits rstack's Level-0
 RandomForest per batch twice: on the features as they are, and on each feature divided by its
-symbol's median absolute value over that symbol's L0-train rows (a scaler fitted on the training
-segment only). It prints each model's ROC-AUC over all symbols' L2-fit rows, next to the
-trailing-volatility baseline's. The test segment is not looked at.
+symbol's median absolute value over that symbol's L0-train rows (Spark's approximate percentile; a
+scaler fitted on the training segment only; a median of 0 leaves that feature unscaled). It prints
+each model's ROC-AUC over all symbols' L2-fit rows, next to the trailing-volatility baseline's. The
+test segment is not looked at.
 
     .venv/bin/python scripts/study_symbol_scale.py --data ../shared/data/binance-5m --batch-size 4
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from seed_reference import start_spark  # scripts/ is on sys.path when this script runs
 
-from rstack.config import Config
+from rstack.config import load_config
 from rstack.data import discover
 from rstack.features import feature_names
 from rstack.metrics import roc_auc
@@ -30,21 +31,27 @@ from rstack.models import random_forest, with_probability
 from rstack.prepare import build_training_table
 
 L0_TRAIN, L2_FIT = 0, 2
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "laptop.yaml")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--driver-memory", default="8g")
     args = parser.parse_args()
 
     from pyspark.sql import functions as F
 
-    cfg = Config()
-    spark = start_spark(args.cores, "8g")
-    spark.conf.set("spark.sql.shuffle.partitions", str(2 * args.cores))
-    table, _ = build_training_table(spark, discover(args.data), cfg)
+    cfg = load_config(args.config, {}, environ={})
+    spark = start_spark(args.cores, args.driver_memory)
+    # rstack's own setting (runtime.shuffle_partitions), so the forests see the rows partitioned as in a run.
+    spark.conf.set("spark.sql.shuffle.partitions", str(cfg.runtime.shuffle_partitions))
+    full, _ = build_training_table(spark, discover(args.data), cfg)
+    # The test segment is left out before anything is computed from the table.
+    table = full.where(F.col("segment").isin(L0_TRAIN, L2_FIT))
     feats = feature_names(cfg.features)
 
     # One scale per symbol and feature, from L0-train rows only; a median of 0 leaves the feature as it is.
@@ -62,6 +69,9 @@ def main() -> None:
         *[(F.col(c) / F.when(F.col(f"_m_{c}") != 0, F.col(f"_m_{c}")).otherwise(1.0)).alias(c) for c in feats],
     )
     scaled = scaled.persist()  # every batch's fit and scoring read it
+    # Every symbol of the table has L0-train rows (build_training_table drops the others), so the join
+    # keeps every row; checked, since a lost symbol would make the two arms score different rows.
+    assert scaled.count() == table.count(), "the per-symbol scales lost rows"
     symbols = sorted(r["symbol"] for r in table.select("symbol").distinct().collect())
     batches = [symbols[i : i + args.batch_size] for i in range(0, len(symbols), args.batch_size)]
     evaluation = table.where(F.col("segment") == L2_FIT).select("symbol", "open_time", "label", "baseline_p")

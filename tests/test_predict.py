@@ -168,4 +168,6 @@ def test_stream_equals_batch_and_resumes_without_repeats(
     stats = [b for run_ in (first, second) for b in run_["batches"]]
     assert sum(b["warmup"] for b in stats) == 2 * 50 and sum(b["late_rows_skipped"] for b in stats) == 0
     assert [b["null_key_rows_skipped"] for b in stats] == [0, 2, 0, 0, 0]
+    assert [list(b["null_key_files"].values()) for b in stats] == [[], [2], [], [], []]
+    assert next(iter(stats[1]["null_key_files"])).endswith("/in/part-1.parquet")
     assert sum(b["rows_in"] for b in stats) == len(tail) + 2
