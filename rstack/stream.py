@@ -57,14 +57,16 @@ def process_micro_batch(
     ).toPandas()
     # A row without a symbol or an open time has no place in any lookback; stopping a long-running
     # stream for it would be worse than skipping it, so it is counted, named by file and skipped.
+    rows_in = len(new)
     unplaced = new["symbol"].isna() | new["open_time"].isna()
+    null_key_rows = int(unplaced.sum())
     null_key_files = {str(k): int(v) for k, v in new.loc[unplaced, "_file"].value_counts().items()}
     if null_key_files:
         log.warning(
             "stream batch %d: skipped %d row(s) with a null symbol or open_time, per file: %s; "
             "fill them in and drop those rows in again as a new file",
             batch_id,
-            int(unplaced.sum()),
+            null_key_rows,
             null_key_files,
         )
     new = new.loc[~unplaced].drop(columns="_file").astype({"open_time": "int64"}).reset_index(drop=True)
@@ -78,9 +80,9 @@ def process_micro_batch(
     combined = pd.concat([buffer.assign(_new=False), fresh.assign(_new=True)], ignore_index=True)
     stats: dict[str, Any] = {
         "batch_id": batch_id,
-        "rows_in": len(new) + int(unplaced.sum()),
+        "rows_in": rows_in,
         "late_rows_skipped": int(late.sum()),
-        "null_key_rows_skipped": int(unplaced.sum()),
+        "null_key_rows_skipped": null_key_rows,
         "null_key_files": null_key_files,
     }
     if not combined.empty:

@@ -24,7 +24,7 @@ import numpy as np
 from seed_reference import start_spark  # scripts/ is on sys.path when this script runs
 
 from rstack.config import load_config
-from rstack.data import discover
+from rstack.data import discover, make_batches
 from rstack.features import feature_names
 from rstack.metrics import roc_auc
 from rstack.models import random_forest, with_probability
@@ -49,7 +49,7 @@ def main() -> None:
     spark = start_spark(args.cores, args.driver_memory)
     # rstack's own setting (runtime.shuffle_partitions), so the forests see the rows partitioned as in a run.
     spark.conf.set("spark.sql.shuffle.partitions", str(cfg.runtime.shuffle_partitions))
-    full, _ = build_training_table(spark, discover(args.data), cfg)
+    full, summary = build_training_table(spark, discover(args.data), cfg)
     # The test segment is left out before anything is computed from the table.
     table = full.where(F.col("segment").isin(L0_TRAIN, L2_FIT))
     feats = feature_names(cfg.features)
@@ -72,8 +72,8 @@ def main() -> None:
     # Every symbol of the table has L0-train rows (build_training_table drops the others), so the join
     # keeps every row; checked, since a lost symbol would make the two arms score different rows.
     assert scaled.count() == table.count(), "the per-symbol scales lost rows"
-    symbols = sorted(r["symbol"] for r in table.select("symbol").distinct().collect())
-    batches = [symbols[i : i + args.batch_size] for i in range(0, len(symbols), args.batch_size)]
+    symbols = summary["symbols"]
+    batches = make_batches(symbols, args.batch_size)  # the batches `rstack train` forms
     evaluation = table.where(F.col("segment") == L2_FIT).select("symbol", "open_time", "label", "baseline_p")
     base = evaluation.toPandas()
     print(f"{len(symbols)} symbols, {len(base)} L2-fit rows; features: {', '.join(feats)}")
