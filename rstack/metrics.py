@@ -9,6 +9,18 @@ import numpy as np
 EPS = 1e-15
 
 
+def finite(value: Any) -> float | None:
+    """A metric as a float, or None when missing, not a number or NaN (manifests write NaN as null; a
+    NaN ROC-AUC, from one label class, would sort arbitrarily and poison a mean)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
     """Mann-Whitney form with average ranks, so tied scores count one half."""
     y = np.asarray(y, dtype=float)

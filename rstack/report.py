@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from rstack.errors import InputError, RstackError
-from rstack.metrics import average_precision, brier, confusion, roc_auc
+from rstack.metrics import average_precision, brier, confusion, finite, roc_auc
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -86,19 +86,8 @@ def ordered_models(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda n: (_kind(n), n != TRAILING_VOL, n))
 
 
-def _finite(value: Any) -> float | None:
-    """Metrics may be null in the manifest (NaN is written as null) or NaN when recomputed."""
-    if value is None:
-        return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _fmt(value: Any, digits: int = 4) -> str:
-    f = _finite(value)
+    f = finite(value)
     return "n/a" if f is None else f"{f:.{digits}f}"
 
 
@@ -110,11 +99,11 @@ def verdict(metrics: dict[str, dict[str, Any]]) -> tuple[str, bool | None, str |
 
     Strictly greater is required: a tie with a baseline means the stack added nothing.
     """
-    l2 = _finite(metrics.get("level2", {}).get("roc_auc"))
+    l2 = finite(metrics.get("level2", {}).get("roc_auc"))
     baselines = {
         name: auc
         for name in ordered_models(metrics)
-        if name.startswith("baseline_") and (auc := _finite(metrics[name].get("roc_auc"))) is not None
+        if name.startswith("baseline_") and (auc := finite(metrics[name].get("roc_auc"))) is not None
     }
     if l2 is None:
         return "No verdict: level2 has no test ROC-AUC in the manifest (one-class test segment?).", None, None
@@ -459,9 +448,9 @@ def plot_walk_forward(plt: Any, folds: list[dict[str, Any]], summary: dict[str, 
     names = [n for n in names if _kind(n) in (0, 1, 3)]
     fig, ax = plt.subplots(figsize=(8.5, 5))
     for model in names:
-        ys = [_finite(((f.get("metrics") or {}).get(model) or {}).get("roc_auc")) for f in folds]
+        ys = [finite(((f.get("metrics") or {}).get(model) or {}).get("roc_auc")) for f in folds]
         s = summary.get(model) or {}
-        mean, std = _finite(s.get("roc_auc_mean")), _finite(s.get("roc_auc_std"))
+        mean, std = finite(s.get("roc_auc_mean")), finite(s.get("roc_auc_std"))
         seen = [v for v in ys if v is not None]
         if mean is None and seen:
             mean, std = float(np.mean(seen)), float(np.std(seen))
@@ -526,7 +515,7 @@ def _metrics_rows(metrics: dict[str, dict[str, Any]]) -> list[list[Any]]:
     for name in ordered_models(metrics):
         m = metrics[name] or {}
         c = m.get("confusion") or {}
-        pos = _finite(m.get("positive_rate"))
+        pos = finite(m.get("positive_rate"))
         rows.append(
             [
                 name,
@@ -566,7 +555,7 @@ def _audit_rows(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
     pos_rate = manifest.get("positive_rate_by_segment") or {}
     for seg, n in (manifest.get("rows_by_segment") or {}).items():
-        rate = _finite(pos_rate.get(seg))
+        rate = finite(pos_rate.get(seg))
         rows.append((f"rows in {seg}", f"{n}" + ("" if rate is None else f" (positive rate {rate:.3f})")))
     excluded = manifest.get("excluded_symbols") or {}
     if excluded:
@@ -606,7 +595,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
 
     metrics: dict[str, dict[str, Any]] = manifest["metrics"]
     cfg = manifest.get("config") or {}
-    eval_threshold = _finite((cfg.get("eval") or {}).get("threshold"))
+    eval_threshold = finite((cfg.get("eval") or {}).get("threshold"))
     eval_threshold = 0.5 if eval_threshold is None else eval_threshold
     notes: list[str] = []
 
@@ -618,7 +607,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
             continue
         y, p = _scores(test, col)
         curves[model] = (y, p)
-        recomputed, stored = _finite(roc_auc(y, p)), _finite(metrics[model].get("roc_auc"))
+        recomputed, stored = finite(roc_auc(y, p)), finite(metrics[model].get("roc_auc"))
         if recomputed is not None and stored is not None and abs(recomputed - stored) > AUC_TOLERANCE:
             notes.append(
                 f"{model}: test ROC-AUC from {TEST_PREDICTIONS} is {recomputed:.4f}, the manifest says "
@@ -685,11 +674,11 @@ def write_report(run_dir: Path) -> dict[str, Any]:
         per_symbol: list[tuple[str, float, float | None]] = []
         one_class: list[str] = []
         for sym, grp in test.groupby("symbol", sort=True):
-            auc = _finite(roc_auc(*_scores(grp, "l2")))
+            auc = finite(roc_auc(*_scores(grp, "l2")))
             if auc is None:
                 one_class.append(str(sym))
                 continue
-            base = _finite(roc_auc(*_scores(grp, TRAILING_VOL_COL))) if TRAILING_VOL_COL in grp.columns else None
+            base = finite(roc_auc(*_scores(grp, TRAILING_VOL_COL))) if TRAILING_VOL_COL in grp.columns else None
             per_symbol.append((str(sym), auc, base))
         if per_symbol:
             above = sum(1 for _, a, b in per_symbol if b is not None and a > b)
@@ -732,7 +721,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
         if not (isinstance(inputs, list) and len(inputs) == len(coefs)):
             # Level 2 is fitted on the L1 probability alone (rstack/stack.py); name it when that holds.
             inputs = ["l1"] if len(coefs) == 1 else [f"coef[{i}]" for i in range(len(coefs))]
-        l2_coef = ([str(n) for n in inputs], [float(c) for c in coefs], _finite(l2_section.get("intercept")))
+        l2_coef = ([str(n) for n in inputs], [float(c) for c in coefs], finite(l2_section.get("intercept")))
     if l1_imp is None:
         notes.append("manifest.json has no level1.feature_importances; Level-1 importances not shown.")
     if l2_coef is None:
@@ -756,7 +745,8 @@ def write_report(run_dir: Path) -> dict[str, Any]:
             "Walk-forward ROC-AUC",
             (
                 f"Test ROC-AUC per walk-forward fold ({len(folds)} folds) for level2, level1 and the baselines, "
-                "placed at each fold's test start; the legend gives mean ± std over folds."
+                "placed at each fold's test start; the legend gives mean ± std over all folds, the last of which "
+                "is the final test segment (the validation mean, folds 1..K-1, is in the summary table)."
             ),
         )
 
@@ -778,9 +768,9 @@ def write_report(run_dir: Path) -> dict[str, Any]:
         "html": str(html_path),
         "report_dir": str(report_dir),
         "images": list(images),
-        "roc_auc": {m: _finite(metrics[m].get("roc_auc")) for m in ordered_models(metrics)},
+        "roc_auc": {m: finite(metrics[m].get("roc_auc")) for m in ordered_models(metrics)},
         "metrics": {
-            m: {k: _finite(metrics[m].get(k)) for k in ("roc_auc", "pr_auc", "brier")} for m in ordered_models(metrics)
+            m: {k: finite(metrics[m].get(k)) for k in ("roc_auc", "pr_auc", "brier")} for m in ordered_models(metrics)
         },
         "eval_threshold": eval_threshold,
         "f1_threshold": None if f1_choice is None else f1_choice[0],
@@ -853,11 +843,18 @@ def _html(
         table,
     ]
     if wf_summary:
-        rows = [
-            [m, _fmt((wf_summary[m] or {}).get("roc_auc_mean")), _fmt((wf_summary[m] or {}).get("roc_auc_std"))]
-            for m in ordered_models(wf_summary)
-        ]
-        parts += ["<h2>Walk-forward summary</h2>", _table(["model", "ROC-AUC mean", "ROC-AUC std"], rows)]
+        # Validation = folds 1..K-1, whose test periods end before the final test segment: the figure to
+        # choose by. The all-fold mean includes the final test segment (the last fold is this run).
+        walk = manifest.get("walk_forward")
+        validation = (walk.get("validation") or {}) if isinstance(walk, dict) else {}
+
+        def cells(summary: dict[str, Any], m: str) -> list[str]:
+            s = summary.get(m) or {}
+            return [_fmt(s.get("roc_auc_mean")), _fmt(s.get("roc_auc_std")), str(s.get("folds", "-"))]
+
+        rows = [[m, *cells(validation, m), *cells(wf_summary, m)] for m in ordered_models(wf_summary)]
+        head = ["model", "validation mean", "std", "folds", "all folds (incl. final test) mean", "std", "folds"]
+        parts += ["<h2>Walk-forward summary</h2>", _table(head, rows)]
     parts.append("<h2>Plots</h2>")
     parts += [_figure(name, png, alt, caption) for name, (png, alt, caption) in images.items()]
     parts += [
