@@ -14,15 +14,27 @@ from typing import TYPE_CHECKING, Any
 
 from rstack.config import Config, build_config
 from rstack.errors import InputError
-from rstack.features import add_features, feature_names, row_in_run, undefined, warmup_rows
+from rstack.features import (
+    add_features,
+    bad_bar,
+    feature_names,
+    history_missing,
+    status_inputs,
+    undefined,
+    warmup_rows,
+)
 from rstack.models import with_probability
 from rstack.runs import MANIFEST, load_manifest
+from rstack.volfeatures import SCALE_COL, lookback_bars, scale_vol
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
     from pyspark.sql import Column, DataFrame
 
-FORMAT_VERSION = 1
+# 2: the scaled feature set (per-symbol scales from label_thresholds), Level-1 context inputs and
+# Level-2 skip connections. A format-1 bundle (seed/extended features, Level 1 on the Level-0
+# probabilities only) is read and scored as before.
+FORMAT_VERSION = 2
 KEY = ["symbol", "open_time"]
 
 
@@ -36,13 +48,14 @@ def model_checksums(run_dir: Path, rels: list[str]) -> dict[str, str]:
     return out
 
 
-def feature_status(cfg: Config) -> Column:
-    """'warmup' for each symbol's leading rows, 'invalid' where a feature is undefined, else 'ok'."""
+def feature_status(cfg: Config, with_vol: bool) -> Column:
+    """'warmup' for rows without enough history, 'invalid' where a feature is undefined, else 'ok'."""
     from pyspark.sql import functions as F
 
     return (
-        F.when(row_in_run() <= warmup_rows(cfg.features, cfg.label.horizon), "warmup")
-        .when(undefined(feature_names(cfg.features)), "invalid")
+        F.when(bad_bar(with_vol), "invalid")
+        .when(history_missing(cfg.features, cfg.label.horizon, with_vol), "warmup")
+        .when(undefined(status_inputs(cfg.features, with_vol)), "invalid")
         .otherwise("ok")
     )
 
@@ -63,9 +76,27 @@ class Bundle:
         return sorted(self.manifest["models"]["level0"])
 
     @property
+    def context(self) -> list[str]:
+        """Level 1's inputs beside the Level-0 probabilities (none in a format-1 bundle)."""
+        inputs = self.manifest.get("level1", {}).get("inputs", [])
+        return [c for c in inputs if not c.startswith("l0_")]
+
+    @property
+    def bar_ms(self) -> int:
+        return int(self.manifest["cutoffs"]["bar_ms"])
+
+    @property
+    def with_vol(self) -> bool:
+        """Whether scoring needs the time-based volatility columns and so the per-symbol scales."""
+        return self.config.features.feature_set == "scaled" or bool(set(self.context) - set(self.features))
+
+    @property
     def lookback(self) -> int:
         """Rows of history each symbol needs before its features are defined."""
-        return warmup_rows(self.config.features, self.config.label.horizon)
+        rows = warmup_rows(self.config.features, self.config.label.horizon)
+        if self.with_vol:
+            rows = max(rows, lookback_bars(self.config.features, self.config.label.horizon, self.bar_ms))
+        return rows
 
     @classmethod
     def open(cls, run_dir: Path | str) -> Bundle:
@@ -126,7 +157,7 @@ class Bundle:
         """Every level's probability for rows whose features are defined (training's code path)."""
         from pyspark.sql import functions as F
 
-        out = df.select(*KEY, *self.features)
+        out = df.select(*KEY, *self.features, *[c for c in self.context if c not in self.features])
         for name in self.level0_names:
             out = with_probability(self.model(name), out, f"l0_{name}")
         out = with_probability(self.model("level1"), out, "l1")
@@ -144,10 +175,29 @@ class Bundle:
         )
 
     def featurize(self, klines: DataFrame) -> DataFrame:
-        """Features plus ``_status`` for normalized klines (symbol, open_time ms, OHLCV doubles)."""
-        bar_ms = int(self.manifest["cutoffs"]["bar_ms"])
-        feats = add_features(klines, self.config.features, self.config.label.horizon, bar_ms)
-        return feats.withColumn("_status", feature_status(self.config))
+        """Features plus ``_status`` for normalized klines (symbol, open_time ms, OHLCV doubles).
+
+        Scaled features use each symbol's training scale (its label threshold, in the manifest). A
+        symbol the run was not trained on has none: its rows get status ``unknown_symbol`` and are
+        not scored (its own history would be another question: "above its usual level" needs the
+        level the model was trained to compare with)."""
+        from pyspark.sql import functions as F
+
+        cfg, with_vol = self.config, self.with_vol
+        feats = add_features(klines, cfg.features, cfg.label.horizon, self.bar_ms, with_vol=with_vol)
+        feats = feats.withColumn("_status", feature_status(cfg, with_vol))
+        if not with_vol:
+            return feats
+        spark = klines.sparkSession
+        scales = spark.createDataFrame(
+            sorted((str(k), float(v)) for k, v in self.manifest["label_thresholds"].items()),
+            f"symbol string, {SCALE_COL} double",
+        )
+        feats = feats.join(F.broadcast(scales), "symbol", "left")
+        feats = feats.withColumn(
+            "_status", F.when(F.col(SCALE_COL).isNull(), F.lit("unknown_symbol")).otherwise(F.col("_status"))
+        )
+        return scale_vol(feats, cfg.features)
 
     def predict(self, klines: DataFrame, threshold: float | None = None) -> DataFrame:
         """Probabilities for every kline whose features are defined; warm-up and invalid rows are

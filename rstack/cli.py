@@ -183,7 +183,8 @@ def train(
     if "walk_forward" in m:
         from rstack.walkforward import format_walk_forward
 
-        typer.echo(f"\nwalk-forward, {len(m['walk_forward']['folds'])} folds, test ROC-AUC:")
+        # The last fold's test is the final test segment: compare configs on the validation row, not the all-fold one.
+        typer.echo(f"\nwalk-forward, {len(m['walk_forward']['folds'])} folds, ROC-AUC on each fold's test period:")
         typer.echo(format_walk_forward(m["walk_forward"]))
 
 
@@ -266,7 +267,7 @@ def runs_list(
     ctx: typer.Context,
     models: RunsFolder = Path("models"),
 ) -> None:
-    """List the runs in MODELS as a leaderboard (test ROC-AUC per level), best first."""
+    """List the runs in MODELS as a leaderboard, ranked on validation (never test); test ROC-AUC shown."""
     if ctx.invoked_subcommand is not None:
         return
     from rstack.leaderboard import format_runs, list_runs
@@ -343,8 +344,18 @@ def predict(
     )
     typer.echo(f"{'symbol':<14}{'scored':>9}{'warm-up':>9}{'invalid':>9}")
     for sym, c in sorted(summary["per_symbol"].items()):
-        flag = "  (unknown at training time)" if sym in summary["unknown_symbols"] else ""
+        flag = ""
+        if c.get("unknown_symbol"):
+            flag = f"  (unknown at training time: no volatility scale, {c['unknown_symbol']} rows not scored)"
+        elif sym in summary["unknown_symbols"]:
+            flag = "  (unknown at training time)"
         typer.echo(f"{sym:<14}{c['ok']:>9}{c['warmup']:>9}{c['invalid']:>9}{flag}")
+    if summary.get("unknown_symbol_rows"):
+        typer.echo(
+            f"warning: {summary['unknown_symbol_rows']} rows of symbols the run was not trained on were not scored: "
+            "its features are in units of each training symbol's own scale; retrain with those symbols included",
+            err=True,
+        )
 
 
 @app.command()
@@ -406,10 +417,11 @@ def stream(
     typer.echo(f"run {summary['run_id']}: {len(summary['batches'])} micro-batches, {rows} rows scored -> {out}")
     late = sum(b["late_rows_skipped"] for b in summary["batches"])
     null_key = sum(b["null_key_rows_skipped"] for b in summary["batches"])
-    if late or null_key:
+    unknown = sum(b.get("unknown_symbol", 0) for b in summary["batches"])
+    if late or null_key or unknown:
         typer.echo(
-            f"skipped {late} late row(s) and {null_key} row(s) with a null symbol or open_time; "
-            f"per batch and file in {ckpt / 'lookback'}/stats-*.json",
+            f"skipped {late} late row(s), {null_key} row(s) with a null symbol or open_time and {unknown} row(s) "
+            f"of symbols the run was not trained on; per batch and file in {ckpt / 'lookback'}/stats-*.json",
             err=True,
         )
 

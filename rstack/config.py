@@ -22,8 +22,8 @@ import yaml
 
 from rstack.errors import ConfigError
 
-FEATURE_SETS = ("seed", "extended")
-BASELINES = ("single_rf", "gbt")
+FEATURE_SETS = ("seed", "extended", "scaled")
+BASELINES = ("single_rf", "gbt", "har_logit")
 # Level-0 learners: Spark's RandomForestClassifier, or xgboost's PySpark estimator grown as a random
 # forest (an optional dependency: pip install 'rstack[xgboost]').
 LEARNERS = ("random_forest", "xgboost_rf")
@@ -33,12 +33,23 @@ ENV_PREFIX = "RSTACK_"
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    feature_set: str = "extended"
+    # scaled: volatility in units of each symbol's own scale, HAR windows, seasonality (volfeatures.py)
+    feature_set: str = "scaled"
     rv_windows: tuple[int, ...] = (5, 10, 20, 50)
     volume_z_window: int = 20
     # Largest step between consecutive candles, in bars, that lags and windows may span; after a
     # wider gap every window restarts (warm-up again), so no feature silently bridges missing data.
     max_gap_bars: int = 1
+    # Windows of the scaled set, defined in time so they follow the candle interval: the label
+    # horizon, these in-between ones, a day and a week (HAR's three are horizon, day, week).
+    mid_windows: tuple[str, ...] = ("4h", "3d")
+    day: str = "1d"
+    week: str = "7d"
+    # The intraday seasonal profile averages the same time of day over this many previous days.
+    seasonal_days: int = 7
+    # A long window is defined when at least this share of its candles is present (time-based windows:
+    # a missing candle is a hole in the window, not a reason to restart it).
+    min_fill: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,10 @@ class Level0Config:
     max_depth: int = 10
     seed: int = 42
     learner: str = "random_forest"
+    # Refit each Level-0 model on L0-train + L1-fit + L2-fit once its L0-train model has produced the
+    # meta-levels' training predictions; the refitted model scores test (and is what serving uses), so
+    # Level 0 is not 20 % of the history older than the baselines it is compared with.
+    refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,8 @@ class Level1Config:
     num_trees: int = 50
     max_depth: int = 8
     seed: int = 42
+    # Feature-weighted stacking: features Level 1 sees beside the Level-0 probabilities.
+    context: tuple[str, ...] = ("lrv_1d", "lrv_7d", "lseas_h", "tod_sin", "tod_cos")
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,9 @@ class Level2Config:
     max_iter: int = 100
     reg_param: float = 0.01
     elastic_net_param: float = 0.5
+    # Skip connections: Level 2 sees every Level-0 probability beside Level 1's, so it is more than a
+    # monotone map of Level 1.
+    skip: bool = True
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,8 @@ class EvalConfig:
     threshold: float = 0.5
     # Baselines fitted beside the stack, scored on test: single_rf (one RandomForest like Level 0's on
     # all symbols' L0-train rows) and gbt (a GBTClassifier on L0-train + L1-fit + L2-fit rows).
-    baselines: tuple[str, ...] = ("single_rf", "gbt")
+    # har_logit: logistic regression on log realized volatility over horizon, day and week (scaled).
+    baselines: tuple[str, ...] = ("single_rf", "gbt", "har_logit")
 
 
 @dataclass(frozen=True)
@@ -248,6 +269,38 @@ def validate(c: Config) -> None:
         c.features.max_gap_bars,
         "use >= 1 (1 = windows never span a missing candle)",
     )
+    fc = c.features
+    for key in ("day", "week"):
+        need(
+            _DURATION.match(str(getattr(fc, key)).lower()) is not None,
+            f"features.{key}",
+            getattr(fc, key),
+            "write a duration such as 1d or 7d",
+        )
+    for w in fc.mid_windows:
+        need(
+            _DURATION.match(str(w).lower()) is not None,
+            "features.mid_windows",
+            fc.mid_windows,
+            "write durations such as 4h or 3d",
+        )
+    need(
+        duration_ms(fc.day) < duration_ms(fc.week),
+        "features.week",
+        fc.week,
+        f"use a window longer than the day ({fc.day})",
+    )
+    need(fc.seasonal_days >= 1, "features.seasonal_days", fc.seasonal_days, "use >= 1 day")
+    need(0 < fc.min_fill <= 1, "features.min_fill", fc.min_fill, "use a share in (0, 1]")
+    from rstack.features import table_columns  # here: features.py imports this module
+
+    allowed = table_columns(fc)
+    need(
+        all(x in allowed for x in c.level1.context),
+        "level1.context",
+        c.level1.context,
+        f"use columns of the training table for feature_set {fc.feature_set!r}: {', '.join(allowed)} (or [])",
+    )
     need(c.label.horizon >= 1, "label.horizon", c.label.horizon, "use >= 1 bar")
     need(
         0.0 < c.label.label_quantile < 1.0,
@@ -313,6 +366,18 @@ def validate(c: Config) -> None:
         r.num_cpus,
         "Ray needs more logical CPUs than executors x cores, or executors starve Ray tasks",
     )
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(m|min|h|d|w)\s*$")
+_UNIT_MS = {"m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def duration_ms(text: str) -> int:
+    """``"4h"`` -> 14,400,000; units m, h, d, w."""
+    m = _DURATION.match(str(text).lower())
+    if m is None:
+        raise ConfigError(f"{text!r} is not a duration; write a number and a unit, e.g. 30m, 4h, 1d or 7d")
+    return int(m.group(1)) * _UNIT_MS[m.group(2)]
 
 
 def xgboost_missing() -> list[str]:

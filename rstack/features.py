@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rstack.config import FeatureConfig
+from rstack.volfeatures import add_raw_vol, raw_columns, scaled_names
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, WindowSpec
@@ -48,19 +49,61 @@ def extended_names(cfg: FeatureConfig) -> tuple[str, ...]:
 def feature_names(cfg: FeatureConfig) -> list[str]:
     if cfg.feature_set == "seed":
         return list(SEED_FEATURES)
+    if cfg.feature_set == "scaled":
+        return scaled_names(cfg)
     return [*SEED_FEATURES, *extended_names(cfg)]
 
 
-def warmup_rows(cfg: FeatureConfig, horizon: int) -> int:
-    """Leading rows of each symbol whose features cannot be defined yet (the longest lookback).
+def table_columns(cfg: FeatureConfig, with_vol: bool = True) -> list[str]:
+    """Feature columns of the training table: the set's features, then (``with_vol``) the scaled ones,
+    carried whatever the feature set for the HAR-logit baseline and for Level 1's context."""
+    feats = feature_names(cfg)
+    return [*feats, *(c for c in scaled_names(cfg) if with_vol and c not in feats)]
 
-    Any null after these rows comes from a bad value (a price <= 0, a NaN), not from warm-up.
+
+def needs_vol(features: FeatureConfig, context: tuple[str, ...], baselines: tuple[str, ...]) -> bool:
+    """Whether training needs the time-based volatility columns: the scaled set, a context feature
+    outside the set, or the HAR-logit baseline. Without them seed/extended runs work on any interval."""
+    outside = set(context) - set(feature_names(features))
+    return features.feature_set == "scaled" or bool(outside) or "har_logit" in baselines
+
+
+def warmup_rows(cfg: FeatureConfig, horizon: int) -> int:
+    """Leading rows of each gap-free run whose row-based windows cannot be defined yet.
+
+    Time-based windows (``volfeatures``) say so in ``_hist_ok`` instead. Any null after these rows
+    comes from a bad value (a price <= 0, a NaN), not from warm-up.
     """
     # lag3 needs 3 earlier rows, std_10 9, the trailing rv of the baseline `horizon` returns.
+    if cfg.feature_set == "scaled":
+        return horizon
     rows = max(3, 9, horizon)
     if cfg.feature_set == "extended":
         rows = max(rows, *cfg.rv_windows, cfg.volume_z_window, 10)
     return rows
+
+
+def status_inputs(cfg: FeatureConfig, with_vol: bool) -> list[str]:
+    """The columns that must be defined (before scaling) for a row's features to be."""
+    base = [] if cfg.feature_set == "scaled" else feature_names(cfg)
+    return [*base, *(raw_columns(cfg) if with_vol else [])]
+
+
+def history_missing(cfg: FeatureConfig, horizon: int, with_vol: bool) -> Column:
+    """True for rows without enough history: a symbol's first rows, the rows right after a gap, or
+    a time-based window under its minimum fill."""
+    from pyspark.sql import functions as F
+
+    missing = row_in_run() <= warmup_rows(cfg, horizon)
+    return (missing | ~F.col("_hist_ok")) if with_vol else missing
+
+
+def bad_bar(with_vol: bool) -> Column:
+    """True for a candle whose own prices or volume are unusable (null, NaN, inf, <= 0): invalid,
+    whatever its history. Training rejects such rows before; serving scores around them."""
+    from pyspark.sql import functions as F
+
+    return F.col("_bad_bar") if with_vol else F.lit(False)
 
 
 def undefined(cols: list[str]) -> Column:
@@ -116,13 +159,26 @@ def _rms(col: Column, start: int, end: int) -> Column:
     return F.sqrt(_full("avg", col * col, start, end))
 
 
-def add_features(df: DataFrame, cfg: FeatureConfig, horizon: int, bar_ms: int) -> DataFrame:
+def add_features(df: DataFrame, cfg: FeatureConfig, horizon: int, bar_ms: int, with_vol: bool = True) -> DataFrame:
     """Adds ``_run``, feature columns, repair flags, ``trail_rv`` (baseline), ``fwd_rv`` and
-    ``label_end_time``. ``bar_ms`` is the candle interval, for gap detection."""
+    ``label_end_time``. ``bar_ms`` is the candle interval, for gap detection. ``with_vol`` adds the
+    unscaled time-based volatility columns (``volfeatures``): the scaled set needs them, and training
+    always computes them for its HAR-logit baseline; ``predict`` of a seed/extended run does not."""
     from pyspark.sql import functions as F
 
+    if with_vol or cfg.feature_set == "scaled":
+        df = add_raw_vol(df, cfg, horizon, bar_ms)
     df = with_runs(df, cfg, bar_ms)
     w = _ordered()
+    if cfg.feature_set == "scaled":
+        df = df.withColumn("_lr", F.log(F.col("close") / F.lag("close", 1).over(w)))
+        lr = F.col("_lr")
+        return df.select(
+            "*",
+            _rms(lr, -(horizon - 1), 0).alias("trail_rv"),
+            _rms(lr, 1, horizon).alias("fwd_rv"),
+            F.lead(F.col("open_time"), horizon).over(w).alias("label_end_time"),
+        ).drop("_lr")
     close, volume = F.col("close"), F.col("volume")
     out = df.select(
         "*",

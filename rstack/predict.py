@@ -36,7 +36,8 @@ def predict_dir(
     write_parquet_atomic(frame, target)
     per_symbol: dict[str, dict[str, int]] = {}
     for r in counts:
-        per_symbol.setdefault(r["symbol"], {"ok": 0, "warmup": 0, "invalid": 0})[r["_status"]] = r["count"]
+        statuses = {"ok": 0, "warmup": 0, "invalid": 0, "unknown_symbol": 0}
+        per_symbol.setdefault(r["symbol"], statuses)[r["_status"]] = r["count"]
     known = set(bundle.manifest["symbols"])
     return {
         "run_id": bundle.manifest["run_id"],
@@ -46,5 +47,7 @@ def predict_dir(
         "unknown_symbols": sorted(s for s in per_symbol if s not in known),
         "warmup_rows": sum(v["warmup"] for v in per_symbol.values()),
         "invalid_rows": sum(v["invalid"] for v in per_symbol.values()),
+        # Rows of symbols without a training scale (scaled features): counted, not scored.
+        "unknown_symbol_rows": sum(v["unknown_symbol"] for v in per_symbol.values()),
         "seconds": time.time() - t0,
     }

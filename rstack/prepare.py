@@ -13,9 +13,21 @@ from typing import TYPE_CHECKING, Any
 from rstack.config import Config
 from rstack.data import Dataset, read_klines
 from rstack.errors import InputError
-from rstack.features import add_features, feature_names, row_in_run, undefined, warmup_rows
+from rstack.features import (
+    REPAIR_FLAGS,
+    add_features,
+    bad_bar,
+    feature_names,
+    history_missing,
+    needs_vol,
+    status_inputs,
+    table_columns,
+    undefined,
+)
 from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, iso, segment_column
 from rstack.validate import in_time_order, validate_klines
+from rstack.volfeatures import REPAIR_FLAGS as VOL_REPAIR_FLAGS
+from rstack.volfeatures import SCALE_COL, scale_vol
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -39,15 +51,24 @@ def fit_on_train(seg: DataFrame, label_quantile: float) -> DataFrame:
 
 
 def labelled(
-    spark: SparkSession, seg: DataFrame, thresholds: dict[str, float], medians: dict[str, float], feats: list[str]
+    spark: SparkSession,
+    seg: DataFrame,
+    thresholds: dict[str, float],
+    medians: dict[str, float],
+    feats: list[str],
+    cfg: Config,
 ) -> DataFrame:
-    """The rows of the symbols in ``thresholds`` as (symbol, open_time, segment, label, baseline, features)."""
+    """The rows of the symbols in ``thresholds`` as (symbol, open_time, segment, label, baseline, features,
+    scale repair flags). The time-based volatility columns are scaled by each symbol's threshold."""
     from pyspark.sql import functions as F
 
     fit_df = spark.createDataFrame(
         [(s, thresholds[s], medians[s]) for s in thresholds], "symbol string, threshold double, med double"
     )
-    return seg.join(F.broadcast(fit_df), "symbol").select(
+    joined = seg.join(F.broadcast(fit_df), "symbol").withColumn(SCALE_COL, F.col("threshold"))
+    with_vol = needs_vol(cfg.features, cfg.level1.context, cfg.eval.baselines)
+    scaled = scale_vol(joined, cfg.features) if with_vol else joined
+    return scaled.select(
         "symbol",
         "open_time",
         "segment",
@@ -58,6 +79,7 @@ def labelled(
         .otherwise(F.lit(0.5))
         .alias(BASELINE_COL),
         *feats,
+        *(VOL_REPAIR_FLAGS if with_vol else ()),
     )
 
 
@@ -94,7 +116,9 @@ def _build(
     from pyspark.sql import functions as F
 
     horizon = cfg.label.horizon
-    feats = feature_names(cfg.features)
+    with_vol = needs_vol(cfg.features, cfg.level1.context, cfg.eval.baselines)
+    feats = table_columns(cfg.features, with_vol)
+    vol_flags = VOL_REPAIR_FLAGS if with_vol else ()
     raw, bar_ms, validation = validate_klines(ordered, dataset)
     until_ms = None
     if cfg.split.until < 1.0:
@@ -102,12 +126,13 @@ def _build(
         span = raw.agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).first()
         until_ms = int(span["lo"] + cfg.split.until * (span["hi"] - span["lo"]))
         raw = raw.where(F.col("open_time") < F.lit(until_ms))
-    table = add_features(raw, cfg.features, horizon, bar_ms)
+    table = add_features(raw, cfg.features, horizon, bar_ms, with_vol=with_vol)
 
-    bad_features = undefined([*feats, "trail_rv"])
+    bad_features = undefined([*status_inputs(cfg.features, with_vol), "trail_rv"])
     bad_label = undefined(["fwd_rv"])
     status = (
-        F.when(row_in_run() <= warmup_rows(cfg.features, horizon), "warmup")
+        F.when(bad_bar(with_vol), "invalid")
+        .when(history_missing(cfg.features, horizon, with_vol), "warmup")
         .when(bad_features, "invalid")
         # The last `horizon` rows of a symbol (or before a gap) have no future to label.
         .when(F.col("label_end_time").isNull(), "no_label")
@@ -117,9 +142,9 @@ def _build(
     # Persisted with its status: the counts, segments, thresholds and final table all read it.
     table = table.withColumn("_status", status).persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(table)
-    repair_flags = ["repair_zero_prev_volume"]
+    repair_flags = [] if cfg.features.feature_set == "scaled" else ["repair_zero_prev_volume"]
     if cfg.features.feature_set == "extended":
-        repair_flags += ["repair_flat_long_rv", "repair_flat_volume_window"]
+        repair_flags += [f for f in REPAIR_FLAGS if f != "repair_zero_prev_volume"]
     usable = F.col("_status") == "usable"
     per_symbol = (
         table.groupBy("symbol")
@@ -162,7 +187,14 @@ def _build(
     for r in per_symbol:
         sym = r["symbol"]
         n = fitted_by[sym]["train_rows"] if sym in fitted_by else 0
-        if n >= cfg.split.min_train_rows:
+        thr = fitted_by[sym]["threshold"] if sym in fitted_by else None
+        if n >= cfg.split.min_train_rows and thr is not None and thr <= 0:
+            # The threshold is the symbol's volatility scale; zero means flat candles, no question to ask.
+            excluded[sym] = (
+                f"its L0-train forward volatility quantile (the label threshold) is {thr}: its candles are flat; "
+                "drop the symbol or give it traded history"
+            )
+        elif n >= cfg.split.min_train_rows:
             included.append(sym)
         else:
             excluded[sym] = (
@@ -182,14 +214,32 @@ def _build(
     thresholds = {s: float(fitted_by[s]["threshold"]) for s in included}
     medians = {s: float(fitted_by[s]["baseline_median"]) for s in included}
     final = (
-        labelled(spark, seg.where(F.col("segment") >= 0), thresholds, medians, feats)
+        labelled(spark, seg.where(F.col("segment") >= 0), thresholds, medians, feats, cfg)
         # A fixed row order inside each partition keeps RandomForest's bootstrap reproducible.
         .sortWithinPartitions("symbol", "open_time")
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     cached.append(final)
-    label_stats = final.groupBy("segment").agg(F.count("*").alias("rows"), F.avg("label").alias("pos")).collect()
+    by_symbol_segment = (
+        final.groupBy("symbol", "segment")
+        .agg(
+            F.count("*").alias("rows"),
+            F.sum("label").alias("pos"),
+            *[F.sum(F.col(f).cast("long")).alias(f) for f in vol_flags],
+        )
+        .collect()
+    )
     table.unpersist()
+    label_stats = []
+    for segment in sorted({r["segment"] for r in by_symbol_segment}):
+        rows = [r for r in by_symbol_segment if r["segment"] == segment]
+        n = sum(r["rows"] for r in rows)
+        label_stats.append({"segment": segment, "rows": n, "pos": sum(r["pos"] for r in rows) / n})
+    # Repairs of the scaled volatility (made after the scale is known): counted on the rows kept.
+    vol_repairs = {
+        sym: {f.removeprefix("repair_"): sum(r[f] for r in by_symbol_segment if r["symbol"] == sym) for f in vol_flags}
+        for sym in thresholds
+    }
 
     rows_by_segment = {name: 0 for name in SEGMENTS}
     purged = {f"boundary_{i}": 0 for i in range(3)}
@@ -206,7 +256,8 @@ def _build(
     summary = {
         "symbols": included,
         "excluded_symbols": excluded,
-        "feature_columns": feats,
+        "feature_columns": feature_names(cfg.features),
+        "table_columns": feats,
         "bar_ms": bar_ms,
         "cutoffs": cut.to_dict(),
         "until_ms": until_ms,
@@ -225,6 +276,7 @@ def _build(
                 "dropped_invalid": r["invalid"],
                 "usable": r["usable"],
                 "repairs": {f.removeprefix("repair_"): r[f] for f in repair_flags}
+                | vol_repairs.get(r["symbol"], {f.removeprefix("repair_"): 0 for f in vol_flags})
                 | {"duplicate_rows_removed": validation[r["symbol"]]["duplicate_rows_removed"]},
                 "gaps": validation[r["symbol"]]["gaps"],
                 "missing_candles": validation[r["symbol"]]["missing_candles"],
@@ -238,6 +290,8 @@ def _build(
         for k in ("rows", "dropped_warmup", "dropped_no_label", "dropped_invalid", "usable")
     }
     totals["repairs"] = {f.removeprefix("repair_"): sum(r[f] for r in per_symbol) for f in repair_flags}
+    for f in vol_flags:
+        totals["repairs"][f.removeprefix("repair_")] = sum(v[f.removeprefix("repair_")] for v in vol_repairs.values())
     totals["repairs"]["duplicate_rows_removed"] = sum(v["duplicate_rows_removed"] for v in validation.values())
     totals["gaps"] = sum(v["gaps"] for v in validation.values())
     totals["missing_candles"] = sum(v["missing_candles"] for v in validation.values())

@@ -105,6 +105,8 @@ def process_micro_batch(
             "scored": int(counts.get("ok", 0)),
             "warmup": int(counts.get("warmup", 0)),
             "invalid": int(counts.get("invalid", 0)),
+            # Symbols without a training scale (scaled features) are counted per batch, never scored.
+            "unknown_symbol": int(counts.get("unknown_symbol", 0)),
         }
     )
     if not preds.empty:

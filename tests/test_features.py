@@ -16,7 +16,8 @@ from rstack.features import add_features, feature_names
 from rstack.synth import write_synthetic
 
 HORIZON = 5
-CFG = FeatureConfig()
+# The extended set's row-window features; the scaled set has its own test (test_volfeatures.py).
+CFG = FeatureConfig(feature_set="extended")
 COMPARED = [*feature_names(CFG), "trail_rv", "fwd_rv", "label_end_time"]
 
 
@@ -24,7 +25,7 @@ HOUR_MS = 3_600_000
 
 
 def spark_features(spark: Any, state: dict, data_dir: str, cfg: FeatureConfig, horizon: int) -> pd.DataFrame:
-    df = add_features(read_klines(spark, discover(Path(data_dir))), cfg, horizon, HOUR_MS)
+    df = add_features(read_klines(spark, discover(Path(data_dir))), cfg, horizon, HOUR_MS, with_vol=False)
     return df.toPandas().sort_values(["symbol", "open_time"]).reset_index(drop=True)
 
 
@@ -176,5 +177,5 @@ def test_windows_restart_after_a_gap(tmp_path: Path, small: Path, on_host: Calla
     assert after["lag1_close"].isna().sum() == 1 and after["rv_50"].isna().sum() == 50
     assert one.loc[89, "label_end_time"] != one.loc[89, "label_end_time"]  # NaN: label would span the gap
     # With a tolerance of 4 bars the gap is bridged and features stay defined.
-    wide = on_host(spark_features, str(gapped), FeatureConfig(max_gap_bars=4), HORIZON)
+    wide = on_host(spark_features, str(gapped), FeatureConfig(feature_set="extended", max_gap_bars=4), HORIZON)
     assert wide[wide["symbol"] == "SYN002USDT"]["rv_50"].isna().sum() == 50

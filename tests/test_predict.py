@@ -23,6 +23,8 @@ from rstack.errors import InputError
 from rstack.predict import predict_dir
 from rstack.stream import stream_dir
 from rstack.train import TrainResult
+from tests.conftest import light_config
+from tests.test_prepare import expected_warmup
 
 pytestmark = pytest.mark.slow
 PROB_COLS = ["l0_batch_000", "l0_batch_001", "l1", "l2"]
@@ -31,14 +33,14 @@ PROB_COLS = ["l0_batch_000", "l0_batch_001", "l1", "l2"]
 def test_cli_predict_reproduces_training_probabilities(trained: TrainResult, synth_dir: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     shutil.copytree(synth_dir, data)
-    # A symbol the models never saw: scored (Level 0 is symbol-agnostic) but flagged.
+    # A symbol the models never saw has no volatility scale: counted and named, not scored.
     pd.read_parquet(synth_dir / "SYN000USDT.parquet").assign(symbol="NEWUSDT").to_parquet(data / "NEWUSDT.parquet")
     out = tmp_path / "preds.parquet"
     result = CliRunner().invoke(
         app, ["predict", str(data), "--run", str(trained.run_dir), "--out", str(out), "--no-dashboard"]
     )
     assert result.exit_code == 0, result.output
-    assert "NEWUSDT" in result.output and "unknown at training time" in result.output
+    assert "NEWUSDT" in result.output and "unknown at training time: no volatility scale, 1500" in result.output
     preds = pd.read_parquet(out)
     recorded = pd.read_parquet(trained.run_dir / "predictions" / "test.parquet")
     both = recorded.merge(preds, on=["symbol", "open_time"], suffixes=("_train", "_pred"))
@@ -46,10 +48,12 @@ def test_cli_predict_reproduces_training_probabilities(trained: TrainResult, syn
     for col in PROB_COLS:
         np.testing.assert_allclose(both[f"{col}_pred"], both[f"{col}_train"], rtol=0, atol=1e-9, err_msg=col)
     assert (preds["predicted"] == (preds["l2"] >= 0.5).astype(int)).all()
-    assert set(preds.loc[~preds["known_symbol"], "symbol"]) == {"NEWUSDT"}
-    # Warm-up rows are reported per symbol, not silently dropped: 50 rows each, 1500 - 50 scored.
-    assert (preds.groupby("symbol").size() == 1450).all()
-    assert "   1450       50        0" in result.output
+    assert "NEWUSDT" not in set(preds["symbol"]) and preds["known_symbol"].all()
+    # Warm-up rows are reported per symbol, not silently dropped: the rows before the week-long
+    # windows are filled, counted as training counts them.
+    w = expected_warmup(pd.read_parquet(synth_dir / "SYN000USDT.parquet"), light_config())
+    assert (preds.groupby("symbol").size() == 1500 - w).all()
+    assert f"{1500 - w:>9}{w:>9}{0:>9}" in result.output
 
 
 def _api_predict(spark: Any, state: dict, run_dir: str, data_dir: str) -> tuple[pd.DataFrame, int]:
@@ -74,7 +78,8 @@ def test_python_api_and_seed_loaders(
     pd.testing.assert_frame_equal(
         frame[["symbol", "open_time", *PROB_COLS]], batch[["symbol", "open_time", *PROB_COLS]]
     )
-    assert summary["warmup_rows"] == 6 * 50 and summary["invalid_rows"] == 0
+    w = expected_warmup(pd.read_parquet(synth_dir / "SYN000USDT.parquet"), light_config())
+    assert summary["warmup_rows"] == 6 * w and summary["invalid_rows"] == 0
 
 
 def _tamper(run: Path, how: str) -> None:
@@ -104,7 +109,7 @@ def _tamper(run: Path, how: str) -> None:
         ("changed", r"level1/.*part-.* was changed after training"),
         ("missing", r"level1/.*part-.* is missing"),
         ("extra", r"level2/stray.bin is not part of the trained bundle"),
-        ("newer", r"bundle format 99 is newer than this rstack reads \(1\); upgrade rstack"),
+        ("newer", r"bundle format 99 is newer than this rstack reads \(2\); upgrade rstack"),
         ("features", r"features .* differ from what this rstack computes"),
         ("pyspark", r"saved by pyspark 3.4.1, this is pyspark 3.5"),
         ("no_checksums", r"no model checksums recorded"),
@@ -131,9 +136,10 @@ def test_stream_equals_batch_and_resumes_without_repeats(
     trained: TrainResult, synth_dir: Path, tmp_path: Path, on_host: Callable[..., Any]
 ) -> None:
     symbols = ["SYN000USDT", "SYN004USDT"]
-    tail = pd.concat(pd.read_parquet(synth_dir / f"{s}.parquet").iloc[-300:] for s in symbols)
+    tail = pd.concat(pd.read_parquet(synth_dir / f"{s}.parquet").iloc[-450:] for s in symbols)
     tail = tail.sort_values(["open_time", "symbol"]).reset_index(drop=True)
-    chunks = np.array_split(np.arange(len(tail)), 5)
+    # The first file holds more than the warm-up of the week-long windows, so every batch scores rows.
+    chunks = np.split(np.arange(len(tail)), [400, 520, 640, 760])
     watch, out, ckpt = tmp_path / "in", tmp_path / "out", tmp_path / "ckpt"
     watch.mkdir()
     run = str(trained.run_dir)
@@ -149,8 +155,11 @@ def test_stream_equals_batch_and_resumes_without_repeats(
     assert [b["batch_id"] for b in first["batches"]] == [0, 1, 2]
 
     # A restart on the same checkpoint reads only the new files and keeps the lookback.
+    # A symbol the run was not trained on has no scale: its rows are counted per batch, never scored.
+    stranger = tail.iloc[chunks[3]].head(5).assign(symbol="NEWUSDT")
     for i in range(3, 5):
-        _drop(watch, f"part-{i}.parquet", tail.iloc[chunks[i]], 1_700_000_000 + i)
+        frame = tail.iloc[chunks[i]]
+        _drop(watch, f"part-{i}.parquet", pd.concat([frame, stranger]) if i == 3 else frame, 1_700_000_000 + i)
     second = on_host(stream_dir, run, str(watch), str(out), str(ckpt), True)
     assert [b["batch_id"] for b in second["batches"]] == [3, 4]
     assert len(list(out.glob("batch-*.parquet"))) == 5  # one file per micro-batch
@@ -163,11 +172,13 @@ def test_stream_equals_batch_and_resumes_without_repeats(
     on_host(predict_dir, run, discover(whole), str(tmp_path / "batch.parquet"), None)
     batch = pd.read_parquet(tmp_path / "batch.parquet")
     streamed = streamed.sort_values(["symbol", "open_time"]).reset_index(drop=True)
-    assert len(streamed) == len(batch) == 2 * (300 - 50)
+    w = expected_warmup(tail[tail["symbol"] == symbols[0]], light_config())
+    assert len(streamed) == len(batch) == 2 * (450 - w)
     pd.testing.assert_frame_equal(streamed, batch, check_exact=False, rtol=0, atol=1e-12)
     stats = [b for run_ in (first, second) for b in run_["batches"]]
-    assert sum(b["warmup"] for b in stats) == 2 * 50 and sum(b["late_rows_skipped"] for b in stats) == 0
+    assert sum(b["warmup"] for b in stats) == 2 * w and sum(b["late_rows_skipped"] for b in stats) == 0
     assert [b["null_key_rows_skipped"] for b in stats] == [0, 2, 0, 0, 0]
+    assert [b["unknown_symbol"] for b in stats] == [0, 0, 0, 5, 0]
     assert [list(b["null_key_files"].values()) for b in stats] == [[], [2], [], [], []]
     assert next(iter(stats[1]["null_key_files"])).endswith("/in/part-1.parquet")
-    assert sum(b["rows_in"] for b in stats) == len(tail) + 2
+    assert sum(b["rows_in"] for b in stats) == len(tail) + 2 + 5

@@ -19,6 +19,23 @@ from rstack.segments import compute_cutoffs
 from rstack.synth import write_synthetic
 from tests.conftest import light_config
 from tests.test_features import reference
+from tests.test_volfeatures import reference as vol_reference
+
+HOUR_MS = 3_600_000
+
+
+def history_ok(one: pd.DataFrame, cfg: Config) -> np.ndarray:
+    """Rows with enough history, by the pandas references: every time window at its minimum fill
+    (test_volfeatures) and every row window full in its gap-free run. ``one`` sorted, no duplicates."""
+    hist = vol_reference(one, 1.0, cfg.features, cfg.label.horizon)["_hist_ok"].to_numpy()
+    run = (one["open_time"].diff() > cfg.features.max_gap_bars * HOUR_MS).cumsum()
+    row_in_run = (one.groupby(run).cumcount() + 1).to_numpy()
+    return hist & (row_in_run > warmup_rows(cfg.features, cfg.label.horizon))
+
+
+def expected_warmup(one: pd.DataFrame, cfg: Config) -> int:
+    one = one.drop_duplicates().sort_values("open_time").reset_index(drop=True)
+    return int((~history_ok(one, cfg)).sum())
 
 
 def table_and_summary(spark: Any, state: dict, data_dir: str, cfg: Config) -> tuple[pd.DataFrame, dict]:
@@ -75,10 +92,11 @@ def test_thresholds_fit_on_l0_train_rows_only(tmp_path: Path, data: Path, on_hos
     cut0 = summary["cutoffs"]["cutoffs_ms"][0]
     bar, horizon = summary["cutoffs"]["bar_ms"], cfg.label.horizon
     for sym, thr in summary["label_thresholds"].items():
-        ref = reference(pd.read_parquet(data / f"{sym}.parquet"))
-        # Independently of the table: rows whose features are all defined and whose label ends
-        # before the first cutoff.
-        defined = ref.drop(columns=["label_end_time"]).notna().all(axis=1)
+        one = pd.read_parquet(data / f"{sym}.parquet").sort_values("open_time").reset_index(drop=True)
+        ref = reference(one)
+        # Independently of the table: rows with enough history and a label that ends before the
+        # first cutoff.
+        defined = history_ok(one, cfg) & ref["fwd_rv"].notna() & ref["label_end_time"].notna()
         train = ref[defined & (ref["open_time"] < cut0 - horizon * bar)]
         assert summary["per_symbol"][sym]["segments"]["l0_train"] == len(train)
         assert thr == pytest.approx(train["fwd_rv"].quantile(0.5), rel=1e-9)
@@ -126,9 +144,10 @@ def test_late_listing_is_excluded_and_reported(tmp_path: Path, data: Path, on_ho
 def test_warmup_and_label_rows_are_counted(data: Path, on_host: Callable[..., Any]) -> None:
     cfg = light_config()
     _, summary = on_host(table_and_summary, str(data), cfg)
-    k = warmup_rows(cfg.features, cfg.label.horizon)
-    assert k == 50
     for sym, stats in summary["per_symbol"].items():
+        k = expected_warmup(pd.read_parquet(data / f"{sym}.parquet"), cfg)
+        # The week-long windows (168 bars, 80 % filled) and the 7-day seasonal profile set the warm-up.
+        assert 130 < k < 170
         assert stats["dropped_warmup"] == k, sym
         assert stats["dropped_no_label"] == cfg.label.horizon, sym
         accounted = stats["dropped_warmup"] + stats["dropped_no_label"] + stats["dropped_invalid"] + stats["usable"]
@@ -205,7 +224,13 @@ def test_exact_duplicates_and_gaps_are_repaired_and_counted(
     s = summary["per_symbol"]["SYN003USDT"]
     assert s["repairs"]["duplicate_rows_removed"] == 2
     assert (s["gaps"], s["missing_candles"]) == (1, 4)
-    assert s["rows"] == 596 and s["dropped_warmup"] == 2 * 50  # windows restart after the gap
+    # Row windows restart after the gap; time windows only wait until they are filled enough again.
+    gapped = pd.read_parquet(edited / "SYN003USDT.parquet")
+    assert s["rows"] == 596 and s["dropped_warmup"] == expected_warmup(gapped, light_config())
+    # Four missing candles (five returns) blank the one-day window (20 of 24 returns needed) for about a
+    # day's bars, not the week-long ones: far fewer extra warm-up rows than a week's 168.
+    extra = s["dropped_warmup"] - expected_warmup(pd.read_parquet(data / "SYN003USDT.parquet"), light_config())
+    assert 5 <= extra <= 30
     assert summary["per_symbol"]["SYN001USDT"]["repairs"]["duplicate_rows_removed"] == 5
     assert summary["per_symbol"]["SYN001USDT"]["rows"] == 600
     assert summary["totals"]["repairs"]["duplicate_rows_removed"] == 2 + 5
@@ -219,6 +244,18 @@ def _persisted_after_error(spark: Any, state: dict, data_dir: str, cfg: Config) 
     except InputError as exc:
         return str(exc), before, jsc.getPersistentRDDs().size()
     raise AssertionError("expected an InputError")
+
+
+def test_coarse_candles_train_without_the_intraday_windows(tmp_path: Path, on_host: Callable[..., Any]) -> None:
+    # 4-hour candles: 6 a day, too few for the intraday seasonal profile of a 5-bar horizon.
+    write_synthetic(tmp_path, symbols=2, rows=600, seed=2, interval="4h")
+    with pytest.raises(InputError, match=r"needs at least 10 candles a day.*level1.context \[\]"):
+        on_host(table_and_summary, str(tmp_path), light_config())
+    plain = {"features.feature_set": "extended", "level1.context": [], "eval.baselines": []}
+    table, summary = on_host(table_and_summary, str(tmp_path), light_config(**plain))
+    assert summary["table_columns"] == summary["feature_columns"] and "lrv_1d" not in table.columns
+    # Row windows only: the extended set's 50-bar warm-up, no week.
+    assert all(s["dropped_warmup"] == 50 for s in summary["per_symbol"].values())
 
 
 def test_an_input_error_leaves_nothing_cached(data: Path, on_host: Callable[..., Any]) -> None:
