@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import pyarrow as pa
 
 from rstack.config import Level0Config
@@ -47,7 +48,8 @@ def fit_level0_batch(
     cfg: Level0Config,
     model_path: str,
 ) -> tuple[dict[str, Any], pa.Table]:
-    """Fit, save, and score the L1-fit, L2-fit and test rows of every symbol.
+    """Fit, save, and score the L1-fit, L2-fit and test rows of every symbol (with ``cfg.refit`` the test
+    rows by a second model fitted on everything before test, which is the one saved).
 
     Returns (batch metadata, Arrow table of symbol, open_time, probability).
     """
@@ -55,7 +57,8 @@ def fit_level0_batch(
 
     started = time.time()
     estimator = level0_model(feature_cols, cfg)  # a missing optional learner fails here, before any Spark job
-    train = table.where((F.col("segment") == 0) & F.col("symbol").isin(list(batch.symbols)))
+    mine = F.col("symbol").isin(list(batch.symbols))
+    train = table.where((F.col("segment") == 0) & mine)
     classes = sorted(r["label"] for r in train.select("label").distinct().collect())
     if classes != [0.0, 1.0]:
         raise TrainingError(
@@ -63,9 +66,19 @@ def fit_level0_batch(
             "use other symbols in the batch, a larger level0.batch_size, or a label_quantile nearer 0.5"
         )
     model = estimator.fit(train)
-    fitted = time.time()
+    fit_seconds = time.time() - started
+    if cfg.refit:
+        # The meta levels learn from the L0-train model's predictions on L1-fit and L2-fit, rows it never
+        # saw; test rows (and serving) are scored by the model refitted on all history before test.
+        meta_rows = probability_of_one(model, table.where(F.col("segment").isin(1, 2)), batch.column).toPandas()
+        t = time.time()
+        model = level0_model(feature_cols, cfg).fit(table.where((F.col("segment") <= 2) & mine))
+        fit_seconds += time.time() - t
+        test_rows = probability_of_one(model, table.where(F.col("segment") == 3), batch.column).toPandas()
+        scored = pd.concat([meta_rows, test_rows], ignore_index=True)
+    else:
+        scored = probability_of_one(model, table.where(F.col("segment") > 0), batch.column).toPandas()
     model.write().overwrite().save(model_path)
-    scored = probability_of_one(model, table.where(F.col("segment") > 0), batch.column).toPandas()
     predictions = pa.Table.from_pandas(scored, preserve_index=False)
     meta = {
         "batch_id": batch.batch_id,
@@ -74,7 +87,7 @@ def fit_level0_batch(
         "feature_importances": feature_importances(model, feature_cols),
         "scored_rows": predictions.num_rows,
         "started": started,
-        "fit_seconds": fitted - started,
+        "fit_seconds": fit_seconds,
         "ended": time.time(),
     }
     meta["seconds"] = meta["ended"] - started

@@ -110,6 +110,13 @@ def gradient_boosted(inputs: list[str], seed: int) -> Pipeline:
     return assembled(inputs, GBTClassifier(labelCol="label", featuresCol="features", seed=seed))
 
 
+def har_logit(inputs: list[str]) -> Pipeline:
+    """Unpenalized logistic regression on HAR's regressors: the baseline a volatility forecaster tries first."""
+    from pyspark.ml.classification import LogisticRegression
+
+    return assembled(inputs, LogisticRegression(labelCol="label", featuresCol="features", maxIter=100, regParam=0.0))
+
+
 def logistic(inputs: list[str], cfg: Level2Config) -> Pipeline:
     from pyspark.ml.classification import LogisticRegression
 

@@ -89,13 +89,14 @@ def fit_levels_1_2(
     t0 = time.time()
     frame = gather_meta_features(base, l0_tables)
     l0_cols = sorted(c for c in frame.columns if c.startswith("l0_"))
-    l1 = _fit(spark, frame, 1, l0_cols, random_forest(l0_cols, cfg.level1, cache_node_ids=cache_node_ids))
+    l1_inputs, l2_inputs = meta_inputs(l0_cols, cfg)
+    l1 = _fit(spark, frame, 1, l1_inputs, random_forest(l1_inputs, cfg.level1, cache_node_ids=cache_node_ids))
     later = frame[frame["segment"] >= 2].copy()
-    later[L1_COL] = score(spark, l1, later[[*KEY, *l0_cols]], L1_COL)
+    later[L1_COL] = score(spark, l1, later[[*KEY, *l1_inputs]], L1_COL)
     t1 = time.time()
-    l2 = _fit(spark, later, 2, [L1_COL], logistic([L1_COL], cfg.level2))
+    l2 = _fit(spark, later, 2, l2_inputs, logistic(l2_inputs, cfg.level2))
     # L2's own (in-sample) scores on L2-fit: the report picks its F1 threshold there, never on test.
-    later[L2_COL] = score(spark, l2, later[[*KEY, L1_COL]], L2_COL)
+    later[L2_COL] = score(spark, l2, later[[*KEY, *l2_inputs]], L2_COL)
     later[PRIOR_COL] = prior
     test = later[later["segment"] == 3].copy()
     l2_fit = later[later["segment"] == 2].copy()
@@ -109,6 +110,10 @@ def fit_levels_1_2(
         extra_cols.append(col)
     t2 = time.time()
     metrics = evaluate_test(test, l0_cols, cfg.eval.threshold, extra_cols)
+    # Validation figures for choices about Levels 0 and 1 (never Level 2, which is fitted on these rows).
+    metrics_l2_fit = evaluate_test(l2_fit, l0_cols, cfg.eval.threshold)
+    metrics_l2_fit.pop("level2")
+    metrics_l2_fit.pop("baseline_prior")
     t3 = time.time()
     l1.write().overwrite().save(level1_path)
     l2.write().overwrite().save(level2_path)
@@ -118,19 +123,28 @@ def fit_levels_1_2(
     test_columns = [*columns, *extra_cols]
     result = {
         "metrics": metrics,
+        "metrics_l2_fit": metrics_l2_fit,
         "timings": timings,
         "level1": {
-            "inputs": l0_cols,
-            "feature_importances": dict(zip(l0_cols, l1.stages[-1].featureImportances.toArray().tolist(), strict=True)),
+            "inputs": l1_inputs,
+            "feature_importances": dict(
+                zip(l1_inputs, l1.stages[-1].featureImportances.toArray().tolist(), strict=True)
+            ),
         },
         "level2": {
-            "inputs": [L1_COL],
+            "inputs": l2_inputs,
             "coefficients": lr.coefficients.toArray().tolist(),
             "intercept": float(lr.intercept),
         },
         "l2_fit_predictions": l2_fit[columns].reset_index(drop=True),
     }
     return result, test[test_columns].reset_index(drop=True)
+
+
+def meta_inputs(l0_cols: list[str], cfg: Config) -> tuple[list[str], list[str]]:
+    """Level 1's inputs (every Level-0 probability, then ``level1.context``) and Level 2's (Level 1's
+    probability, then the Level-0 ones when ``level2.skip``)."""
+    return [*l0_cols, *cfg.level1.context], [L1_COL, *(l0_cols if cfg.level2.skip else [])]
 
 
 def evaluate_test(
@@ -150,8 +164,8 @@ def evaluate_test(
     return {name: evaluate(y, test[col].to_numpy(), threshold) for name, col in scores.items()}
 
 
-def base_rows(table: DataFrame) -> pd.DataFrame:
-    """The rows meta-learners and evaluation use: every segment after L0-train."""
+def base_rows(table: DataFrame, context: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The rows meta-learners and evaluation use: every segment after L0-train, with Level 1's context."""
     from pyspark.sql import functions as F
 
-    return table.where(F.col("segment") > 0).select(*KEY, "segment", "label", BASELINE_COL).toPandas()
+    return table.where(F.col("segment") > 0).select(*KEY, "segment", "label", BASELINE_COL, *context).toPandas()

@@ -24,10 +24,11 @@ from rstack.config import Config, Level0Config, result_config
 from rstack.data import Dataset, discover, make_batches
 from rstack.errors import ConfigError, InputError, RstackError, TrainingError
 from rstack.level0 import BatchSpec, fit_level0_batch, probability_of_one
-from rstack.models import gradient_boosted, random_forest
+from rstack.models import gradient_boosted, har_logit, random_forest
 from rstack.prepare import build_training_table
 from rstack.runs import RUN_RECORD, RunDir, write_manifest
 from rstack.stack import base_rows, fit_levels_1_2
+from rstack.volfeatures import har_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -71,6 +72,9 @@ def _host_baseline(
     table = state[run_key]
     if kind == "single_rf":
         model = random_forest(feature_cols, cfg.level0).fit(table.where(F.col("segment") == 0))
+    elif kind == "har_logit":
+        # The domain's standard: HAR's three log realized volatilities, all history before test.
+        model = har_logit(har_columns(cfg.features)).fit(table.where(F.col("segment") <= 2))
     else:
         # Everything before test: as much history as the whole stack sees across its three levels.
         model = gradient_boosted(feature_cols, cfg.level0.seed).fit(table.where(F.col("segment") <= 2))
@@ -88,7 +92,7 @@ def _host_meta(
     n_l0: int,
     *tables: pa.Table,
 ) -> dict[str, Any]:
-    base = base_rows(state[run_key])
+    base = base_rows(state[run_key], cfg.level1.context)
     l0_tables, baseline_tables = list(tables[:n_l0]), list(tables[n_l0:])
     result, test = fit_levels_1_2(
         spark, base, l0_tables, cfg, f"{run_path}/level1", f"{run_path}/level2", prior, baseline_tables
@@ -587,7 +591,13 @@ def _manifest(
         "level0": [
             {
                 **{k: v for k, v in m.items() if k not in ("started", "ended")},
-                "train_rows": sum(summary["per_symbol"][s]["segments"]["l0_train"] for s in m["symbols"]),
+                # With level0.refit the saved (serving) model was fitted on L0-train..L2-fit.
+                "train_rows": sum(
+                    summary["per_symbol"][s]["segments"][seg]
+                    for s in m["symbols"]
+                    for seg in (("l0_train", "l1_fit", "l2_fit") if cfg.level0.refit else ("l0_train",))
+                ),
+                "refit": cfg.level0.refit,
                 "start_offset": m["started"] - t0,
                 "end_offset": m["ended"] - t0,
             }
@@ -600,4 +610,5 @@ def _manifest(
         "level1": meta_result["level1"],
         "level2": meta_result["level2"],
         "metrics": meta_result["metrics"],
+        "metrics_l2_fit": meta_result["metrics_l2_fit"],
     }

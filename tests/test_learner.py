@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +239,39 @@ def test_fit_level0_batch_with_xgboost_rf(spark: Any, table: Any, tmp_path: Path
     p = predictions.column(batch.column).to_numpy()
     assert ((p >= 0) & (p <= 1)).all()
     assert type(PipelineModel.load(str(model_path)).stages[-1]).__name__ == "SparkXGBClassifierModel"
+
+
+def test_refit_scores_test_with_a_model_of_all_history_before_it(spark: Any, table: Any, tmp_path: Path) -> None:
+    from pyspark.ml import PipelineModel
+    from pyspark.sql import functions as F
+
+    from rstack.level0 import probability_of_one
+
+    cfg = Level0Config(num_trees=10, max_depth=4, seed=3)
+    batch = BatchSpec(0, ("AAA",))  # one of the two symbols: each refit sees its own batch's rows only
+    _, plain = fit_level0_batch(table, batch, FEATURES, cfg, str(tmp_path / "plain"))
+    _, refit = fit_level0_batch(table, batch, FEATURES, replace(cfg, refit=True), str(tmp_path / "refit"))
+    key = ["symbol", "open_time"]
+    a = plain.to_pandas().sort_values(key).reset_index(drop=True)
+    b = refit.to_pandas().sort_values(key).reset_index(drop=True)
+    segment = table.select(*key, "segment").toPandas().set_index(key)["segment"]
+    seg = b.set_index(key).index.map(segment).to_numpy()
+    assert len(a) == len(b) == 2000 - TRAIN_ROWS  # every symbol's later rows are scored
+    # The meta levels' rows (L1-fit, L2-fit) come from the L0-train model, as without refit...
+    meta = seg <= 2
+    np.testing.assert_array_equal(a.loc[meta, batch.column], b.loc[meta, batch.column])
+    # ...the test rows from a model fitted on segments 0-2, which is the one saved for serving.
+    want = (
+        probability_of_one(
+            level0_model(FEATURES, cfg).fit(table.where((F.col("segment") <= 2) & (F.col("symbol") == "AAA"))),
+            table.where(F.col("segment") == 3),
+            "p",
+        )
+        .toPandas()
+        .sort_values(key)
+        .reset_index(drop=True)
+    )
+    np.testing.assert_allclose(b.loc[~meta, batch.column].to_numpy(), want["p"].to_numpy(), rtol=0, atol=1e-12)
+    assert not np.allclose(a.loc[~meta, batch.column].to_numpy(), want["p"].to_numpy())
+    saved = probability_of_one(PipelineModel.load(str(tmp_path / "refit")), table.where(F.col("segment") == 3), "p")
+    np.testing.assert_allclose(saved.toPandas().sort_values(key)["p"].to_numpy(), want["p"].to_numpy(), atol=1e-12)

@@ -31,6 +31,9 @@ def frames(seed: int = 0) -> tuple[pd.DataFrame, list[pa.Table]]:
             "baseline_p": rng.random(n),
         }
     )
+    # Level 1's default context features ride in the base rows, as base_rows puts them there.
+    for col in light_config().level1.context:
+        base[col] = rng.normal(0, 1, n)
     tables = []
     for name in ("l0_batch_000", "l0_batch_001"):
         p = np.clip(0.5 + 0.3 * (base["label"] - 0.5) + rng.normal(0, 0.2, n), 0.01, 0.99)
@@ -66,6 +69,21 @@ def test_meta_learners_see_only_their_segment(tmp_path: Path, on_host: Callable[
     # L1-fit labels changed: Level 1 moves.
     assert not np.allclose(ref["l1"], new_l1fit["l1"])
     assert len(ref) == ROWS_PER_SEGMENT and (tmp_path / "a" / "l2" / "metadata").is_dir()
+
+
+def _inputs(spark: Any, state: dict, base: pd.DataFrame, tables: list[pa.Table], out: str) -> tuple[list, list]:
+    from pyspark.ml import PipelineModel
+
+    fit(spark, state, base, tables, out)
+    l1, l2 = PipelineModel.load(f"{out}/l1"), PipelineModel.load(f"{out}/l2")
+    return l1.stages[0].getInputCols(), l2.stages[0].getInputCols()
+
+
+def test_level1_sees_context_and_level2_skips_to_level0(tmp_path: Path, on_host: Callable[..., Any]) -> None:
+    base, tables = frames()
+    l1_inputs, l2_inputs = on_host(_inputs, base, tables, str(tmp_path / "m"))
+    assert l1_inputs == ["l0_batch_000", "l0_batch_001", *light_config().level1.context]
+    assert l2_inputs == ["l1", "l0_batch_000", "l0_batch_001"]
 
 
 def test_one_class_segment_is_a_clear_error(tmp_path: Path, on_host: Callable[..., Any]) -> None:

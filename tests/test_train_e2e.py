@@ -56,6 +56,9 @@ def test_run_layout_and_manifest(trained: TrainResult, models: Path) -> None:
     assert max(m["metrics"][b]["roc_auc"] for b in ("batch_000", "batch_001")) > 0.6
     assert 0 < preds["l2"].min() and preds["l2"].max() < 1
     assert m["metrics"]["baseline_prior"]["roc_auc"] == 0.5
+    # Validation figures for Level-0/Level-1 choices, on the L2-fit rows, without Level 2 (fitted there).
+    assert set(m["metrics_l2_fit"]) == names - {"level2", "baseline_prior"}
+    assert all(v["rows"] == m["rows_by_segment"]["l2_fit"] for v in m["metrics_l2_fit"].values())
 
 
 def test_saved_models_reload_and_reproduce_metrics(
@@ -79,8 +82,9 @@ def test_cli_second_run_gives_identical_metrics(
     second = json.loads((models / "latest" / "manifest.json").read_text())
     assert second["run_id"] != trained.manifest["run_id"]
     # This run keeps the default baselines (the fixture's light config turns them off): a single
-    # RandomForest on all symbols and a GBT, evaluated on the same test rows next to the stack.
-    for name, col in (("baseline_single_rf", "baseline_single_rf"), ("baseline_gbt", "baseline_gbt")):
+    # RandomForest on all symbols, a GBT and HAR-logit, evaluated on the same test rows next to the stack.
+    for name in ("baseline_single_rf", "baseline_gbt", "baseline_har_logit"):
+        col = name
         assert 0.0 < second["metrics"][name]["roc_auc"] < 1.0
         assert second["metrics"][name]["rows"] == trained.manifest["rows_by_segment"]["test"]
         preds = pd.read_parquet(models / "latest" / "predictions" / "test.parquet")
@@ -94,3 +98,36 @@ def test_cli_second_run_gives_identical_metrics(
 def test_max_overlap() -> None:
     assert max_overlap([(0, 2), (1, 3), (2.5, 4)]) == 2
     assert max_overlap([(0, 1), (1, 2)]) == 1
+
+
+def test_seed_layout_trains_and_a_format_1_bundle_still_predicts(
+    synth_dir: Path, tmp_path: Path, runtime: Any, on_host: Callable[..., Any]
+) -> None:
+    from rstack.config import load_config
+    from rstack.predict import predict_dir
+    from rstack.train import train
+    from tests.conftest import ROOT
+
+    light = {"runtime.dashboard": False, "level0.batch_size": 3, "eval.baselines": []}
+    cfg = load_config(ROOT / "configs" / "seed.yaml", light, environ={})
+    result = train(synth_dir, tmp_path / "models", cfg, runtime)
+    m = result.manifest
+    # The seed's layout: its 12 features, Level 1 on the Level-0 probabilities, Level 2 on Level 1's.
+    assert len(m["features"]) == 12 and m["level2"]["inputs"] == ["l1"]
+    assert m["level1"]["inputs"] == ["l0_batch_000", "l0_batch_001"] and len(m["level2"]["coefficients"]) == 1
+    assert m["metrics"]["baseline_trailing_vol"]["roc_auc"] > 0.6
+    # As rstack 0.1 wrote it: format 1, no context or skip keys in the config.
+    path = result.run_dir / "manifest.json"
+    old = json.loads(path.read_text())
+    old["format_version"] = 1
+    old["config"]["level1"].pop("context")
+    old["config"]["level2"].pop("skip")
+    path.write_text(json.dumps(old))
+    out = tmp_path / "p.parquet"
+    on_host(predict_dir, str(result.run_dir), discover(synth_dir), str(out), None)
+    preds = pd.read_parquet(out)
+    recorded = pd.read_parquet(result.run_dir / "predictions" / "test.parquet")
+    both = recorded.merge(preds, on=["symbol", "open_time"], suffixes=("_train", "_pred"))
+    assert len(both) == len(recorded)
+    for col in ("l0_batch_000", "l0_batch_001", "l1", "l2"):
+        assert (both[f"{col}_pred"] - both[f"{col}_train"]).abs().max() < 1e-9, col

@@ -44,8 +44,12 @@ def test_walk_forward_refits_each_window_without_seeing_past_it(
     cut = m1["until_ms"]
     assert max(s["last_ms"] for s in m1["per_symbol"].values()) < cut
     assert max(m1["cutoffs"]["cutoffs_ms"]) < cut
-    # ...and its cut falls where the full run's test begins (within two hourly bars of rounding).
-    assert abs(cut - trained.manifest["cutoffs"]["cutoffs_ms"][2]) <= 2 * 3_600_000
+    # ...and its cut falls just before the full run's test begins: the fold cuts the raw candles' time
+    # range, the full run's cutoffs split the usable rows' range, which starts a warm-up later (the
+    # week-long windows), so the two differ by a tenth of the warm-up (and two bars of rounding).
+    warmup = max(s["dropped_warmup"] for s in trained.manifest["per_symbol"].values())
+    lag = trained.manifest["cutoffs"]["cutoffs_ms"][2] - cut
+    assert 0 <= lag <= (0.1 * warmup + 2) * 3_600_000
     assert first["test_start_utc"] < last["test_start_utc"]
     values = [first["metrics"]["level2"]["roc_auc"], last["metrics"]["level2"]["roc_auc"]]
     assert wf["summary"]["level2"]["roc_auc_mean"] == pytest.approx(statistics.fmean(values))
