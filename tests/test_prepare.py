@@ -249,7 +249,7 @@ def _persisted_after_error(spark: Any, state: dict, data_dir: str, cfg: Config) 
 def test_coarse_candles_train_without_the_intraday_windows(tmp_path: Path, on_host: Callable[..., Any]) -> None:
     # 4-hour candles: 6 a day, too few for the intraday seasonal profile of a 5-bar horizon.
     write_synthetic(tmp_path, symbols=2, rows=600, seed=2, interval="4h")
-    with pytest.raises(InputError, match=r"needs at least 10 candles a day.*level1.context \[\]"):
+    with pytest.raises(InputError, match=r"4-?h.*1 bar.*feature_set extended.*level1.context \[\] and eval.baselines"):
         on_host(table_and_summary, str(tmp_path), light_config())
     plain = {"features.feature_set": "extended", "level1.context": [], "eval.baselines": []}
     table, summary = on_host(table_and_summary, str(tmp_path), light_config(**plain))

@@ -185,9 +185,7 @@ def test_scaled_features_do_not_look_ahead_or_across_symbols(
         base.loc[keep_a, cols].reset_index(drop=True), after.loc[keep_b, cols].reset_index(drop=True)
     )
     # Prices x3 move no scale-free feature of that symbol (volume was reversed, so lvol moves).
-    b1, a1 = base[base["symbol"] == "SYN001USDT"], after[after["symbol"] == "SYN001USDT"]
-    early = (b1["open_time"] <= t).to_numpy()
+    b1 = base[(base["symbol"] == "SYN001USDT") & (base["open_time"] <= t)]
+    a1 = after[(after["symbol"] == "SYN001USDT") & (after["open_time"] <= t)]
     for col in ("lrv_1d", "lpk_h", "zret_1", "lseas_h"):
-        np.testing.assert_allclose(
-            b1.loc[early, col].to_numpy(float), a1.loc[early, col].to_numpy(float), rtol=1e-9, atol=1e-9
-        )
+        np.testing.assert_allclose(b1[col].to_numpy(float), a1[col].to_numpy(float), rtol=1e-9, atol=1e-9)
