@@ -19,6 +19,7 @@ from rstack.features import (
     bad_bar,
     feature_names,
     history_missing,
+    needs_vol,
     status_inputs,
     undefined,
     warmup_rows,
@@ -87,8 +88,9 @@ class Bundle:
 
     @property
     def with_vol(self) -> bool:
-        """Whether scoring needs the time-based volatility columns and so the per-symbol scales."""
-        return self.config.features.feature_set == "scaled" or bool(set(self.context) - set(self.features))
+        """Whether scoring needs the time-based volatility columns and so the per-symbol scales (training's
+        rule, without the baselines: serving scores none)."""
+        return needs_vol(self.config.features, tuple(self.context), ())
 
     @property
     def lookback(self) -> int:

@@ -162,8 +162,8 @@ def _rms(col: Column, start: int, end: int) -> Column:
 def add_features(df: DataFrame, cfg: FeatureConfig, horizon: int, bar_ms: int, with_vol: bool = True) -> DataFrame:
     """Adds ``_run``, feature columns, repair flags, ``trail_rv`` (baseline), ``fwd_rv`` and
     ``label_end_time``. ``bar_ms`` is the candle interval, for gap detection. ``with_vol`` adds the
-    unscaled time-based volatility columns (``volfeatures``): the scaled set needs them, and training
-    always computes them for its HAR-logit baseline; ``predict`` of a seed/extended run does not."""
+    unscaled time-based volatility columns (``volfeatures``) when :func:`needs_vol` says a run needs them
+    (the scaled set always does)."""
     from pyspark.sql import functions as F
 
     if with_vol or cfg.feature_set == "scaled":
