@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from rstack.data import MICROS_THRESHOLD
 from rstack.errors import InputError
+from rstack.rules import check_symbol, to_ms_arrow
 
 COLUMNS = (
     "open_time",
@@ -47,7 +47,6 @@ TYPES = {c: pa.float64() for c in COLUMNS} | {"open_time": pa.int64(), "close_ti
 NAME = re.compile(
     r"^(?P<symbol>[A-Z0-9]{2,30})-(?P<interval>\d+[smhdwM])-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?:zip|csv)$"
 )
-SAFE_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 
 
 @dataclass
@@ -120,12 +119,9 @@ def read_archive(path: Path, repairs: Counter[str]) -> pa.Table:
         raise InputError(f"{path}: a value does not parse as a number ({exc}); the file is corrupt") from exc
     if header:
         repairs["header_rows_skipped"] += 1
-    t = table["open_time"]
-    micros = pc.greater_equal(t, MICROS_THRESHOLD)
-    n_micros = pc.sum(micros).as_py() or 0
+    t, n_micros = to_ms_arrow(table["open_time"])
     if n_micros:
         repairs["open_time_us_to_ms"] += n_micros
-        t = pc.if_else(micros, pc.divide(t, 1000), t)
     return table.select(list(KEPT)).set_column(0, "open_time", t)
 
 
@@ -198,8 +194,7 @@ def import_archives(
                     f"{path}: cannot tell the symbol from the name (expected e.g. BTCUSDT-1m-2024-01.zip); "
                     "pass --symbol"
                 )
-            if not SAFE_SYMBOL.match(sym):
-                raise InputError(f"{path}: symbol {sym!r} must be 2-30 capital letters or digits, e.g. BTCUSDT")
+            check_symbol(sym, f"{path}: the symbol")
             if verify_checksum(path):
                 summary.repairs["checksums_verified"] += 1
             table = read_archive(path, summary.repairs)

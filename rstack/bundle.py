@@ -13,24 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rstack.config import Config, build_config
+from rstack.data import Dataset
 from rstack.errors import InputError
-from rstack.features import (
-    add_features,
-    bad_bar,
-    feature_names,
-    history_missing,
-    needs_vol,
-    status_inputs,
-    undefined,
-    warmup_rows,
-)
+from rstack.features import feature_names, needs_vol, warmup_rows
+from rstack.featurize import Featurized, to_features
 from rstack.models import with_probability
 from rstack.runs import MANIFEST, load_manifest
-from rstack.volfeatures import SCALE_COL, lookback_bars, scale_vol
+from rstack.volfeatures import lookback_bars
 
 if TYPE_CHECKING:
     from pyspark.ml import PipelineModel
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
 # 2: the scaled feature set (per-symbol scales from label_thresholds), Level-1 context inputs and
 # Level-2 skip connections. A format-1 bundle (seed/extended features, Level 1 on the Level-0
@@ -47,18 +40,6 @@ def model_checksums(run_dir: Path, rels: list[str]) -> dict[str, str]:
             if path.is_file() and not path.name.endswith(".crc"):
                 out[str(path.relative_to(run_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
-
-
-def feature_status(cfg: Config, with_vol: bool) -> Column:
-    """'warmup' for rows without enough history, 'invalid' where a feature is undefined, else 'ok'."""
-    from pyspark.sql import functions as F
-
-    return (
-        F.when(bad_bar(with_vol), "invalid")
-        .when(history_missing(cfg.features, cfg.label.horizon, with_vol), "warmup")
-        .when(undefined(status_inputs(cfg.features, with_vol)), "invalid")
-        .otherwise("ok")
-    )
 
 
 @dataclass
@@ -176,30 +157,34 @@ class Bundle:
             F.col("symbol").isin(known).alias("known_symbol"),
         )
 
+    def checked_features(
+        self,
+        klines: DataFrame,
+        dataset: Dataset | None = None,
+        extra: tuple[str, ...] = (),
+        grid_only: bool = False,
+        cached: list[DataFrame] | None = None,
+    ) -> Featurized:
+        """Training's path from klines to features (``featurize.to_features``) with this run's interval
+        and per-symbol scales: the same row checks, repairs and errors as ``rstack train``."""
+        scales = {str(k): float(v) for k, v in self.manifest["label_thresholds"].items()} if self.with_vol else None
+        return to_features(
+            klines,
+            dataset,
+            self.config,
+            self.with_vol,
+            labelled=False,
+            interval=self.bar_ms,
+            scales=scales,
+            extra=extra,
+            grid_only=grid_only,
+            cached=cached,
+        )
+
     def featurize(self, klines: DataFrame) -> DataFrame:
-        """Features plus ``_status`` for normalized klines (symbol, open_time ms, OHLCV doubles).
-
-        Scaled features use each symbol's training scale (its label threshold, in the manifest). A
-        symbol the run was not trained on has none: its rows get status ``unknown_symbol`` and are
-        not scored (its own history would be another question: "above its usual level" needs the
-        level the model was trained to compare with)."""
-        from pyspark.sql import functions as F
-
-        cfg, with_vol = self.config, self.with_vol
-        feats = add_features(klines, cfg.features, cfg.label.horizon, self.bar_ms, with_vol=with_vol)
-        feats = feats.withColumn("_status", feature_status(cfg, with_vol))
-        if not with_vol:
-            return feats
-        spark = klines.sparkSession
-        scales = spark.createDataFrame(
-            sorted((str(k), float(v)) for k, v in self.manifest["label_thresholds"].items()),
-            f"symbol string, {SCALE_COL} double",
-        )
-        feats = feats.join(F.broadcast(scales), "symbol", "left")
-        feats = feats.withColumn(
-            "_status", F.when(F.col(SCALE_COL).isNull(), F.lit("unknown_symbol")).otherwise(F.col("_status"))
-        )
-        return scale_vol(feats, cfg.features)
+        """Features plus ``_status`` (``ok``, ``warmup``, ``invalid``, ``unknown_symbol``) for normalized
+        klines (symbol, open_time ms, OHLCV doubles); raises InputError where training would."""
+        return self.checked_features(klines).frame
 
     def predict(self, klines: DataFrame, threshold: float | None = None) -> DataFrame:
         """Probabilities for every kline whose features are defined; warm-up and invalid rows are

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rstack.binance import SAFE_SYMBOL, verify_checksum
+from rstack.binance import verify_checksum
 from rstack.errors import InputError, RstackError
+from rstack.rules import check_symbol
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,7 @@ def download(
     if market not in MARKETS:
         raise InputError(f"--market {market!r} is not one of {', '.join(MARKETS)}")
     for sym in symbols:
-        if not SAFE_SYMBOL.match(sym):
-            raise InputError(f"symbol {sym!r} must be 2-30 capital letters or digits, e.g. BTCUSDT")
+        check_symbol(sym, "--symbols")
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     result = DownloadResult()

@@ -106,6 +106,23 @@ def bad_bar(with_vol: bool) -> Column:
     return F.col("_bad_bar") if with_vol else F.lit(False)
 
 
+def row_status(cfg: FeatureConfig, horizon: int, with_vol: bool, labelled: bool) -> Column:
+    """The one rule of what a featurized row is: ``ok`` (scorable), ``warmup`` (not enough history),
+    ``invalid`` (a value or feature undefined) and, for training's ``labelled`` rows, ``no_label``
+    (no future to label: a symbol's last ``horizon`` rows, or the rows before a gap)."""
+    from pyspark.sql import functions as F
+
+    status = (
+        F.when(bad_bar(with_vol), "invalid")
+        .when(history_missing(cfg, horizon, with_vol), "warmup")
+        # The trailing-volatility baseline is scored beside every labelled row.
+        .when(undefined([*status_inputs(cfg, with_vol), *(["trail_rv"] if labelled else [])]), "invalid")
+    )
+    if labelled:
+        status = status.when(F.col("label_end_time").isNull(), "no_label").when(undefined(["fwd_rv"]), "invalid")
+    return status.otherwise("ok")
+
+
 def undefined(cols: list[str]) -> Column:
     """True where any column is null, NaN or infinite. Spark gives null (not inf) for x / 0 and
     log(x <= 0); NaN and inf only come from NaN or inf in the input."""

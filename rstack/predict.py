@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,26 +12,34 @@ from rstack.data import Dataset, read_klines
 from rstack.runs import write_parquet_atomic
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 def predict_dir(
     spark: SparkSession, state: dict[str, Any], run_dir: str, dataset: Dataset, out: str, threshold: float | None
 ) -> dict[str, Any]:
     """Write predictions for every row of ``dataset`` whose features are defined to ``out`` (one
-    Parquet file, written atomically); return counts per symbol, warm-up and invalid rows included."""
+    Parquet file, written atomically); return counts per symbol, warm-up and invalid rows included.
+
+    The rows pass training's checks first (``featurize.to_features``): exact duplicates are removed
+    and counted, bad values, conflicting duplicates and another interval than the run's are errors."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     t0 = time.time()
     bundle = Bundle.open(run_dir)
-    feats = bundle.featurize(read_klines(spark, dataset)).persist(StorageLevel.MEMORY_AND_DISK)
+    cached: list[DataFrame] = []
     try:
+        featurized = bundle.checked_features(read_klines(spark, dataset), dataset, cached=cached)
+        feats = featurized.frame.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(feats)
         counts = feats.groupBy("symbol", "_status").count().collect()
         preds = bundle.score_features(feats.where(F.col("_status") == "ok"), threshold)
         frame = preds.toPandas().sort_values(["symbol", "open_time"], kind="mergesort").reset_index(drop=True)
     finally:
-        feats.unpersist()
+        for df in cached:
+            with contextlib.suppress(Exception):  # the session may be gone; the error on its way out matters
+                df.unpersist()
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(frame, target)
@@ -39,6 +48,7 @@ def predict_dir(
         statuses = {"ok": 0, "warmup": 0, "invalid": 0, "unknown_symbol": 0}
         per_symbol.setdefault(r["symbol"], statuses)[r["_status"]] = r["count"]
     known = set(bundle.manifest["symbols"])
+    checks = featurized.checks
     return {
         "run_id": bundle.manifest["run_id"],
         "out": str(target),
@@ -49,5 +59,10 @@ def predict_dir(
         "invalid_rows": sum(v["invalid"] for v in per_symbol.values()),
         # Rows of symbols without a training scale (scaled features): counted, not scored.
         "unknown_symbol_rows": sum(v["unknown_symbol"] for v in per_symbol.values()),
+        # Training's repairs and facts, per symbol and in total.
+        "checks": checks,
+        "duplicate_rows_removed": sum(c["duplicate_rows_removed"] for c in checks.values()),
+        "gaps": sum(c["gaps"] for c in checks.values()),
+        "missing_candles": sum(c["missing_candles"] for c in checks.values()),
         "seconds": time.time() - t0,
     }

@@ -13,21 +13,10 @@ from typing import TYPE_CHECKING, Any
 from rstack.config import Config
 from rstack.data import Dataset, read_klines
 from rstack.errors import InputError
-from rstack.features import (
-    REPAIR_FLAGS,
-    add_features,
-    bad_bar,
-    feature_names,
-    history_missing,
-    needs_vol,
-    status_inputs,
-    table_columns,
-    undefined,
-)
+from rstack.features import REPAIR_FLAGS, feature_names, needs_vol, table_columns
+from rstack.featurize import apply_scales, to_features
 from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, iso, segment_column
-from rstack.validate import in_time_order, validate_klines
 from rstack.volfeatures import REPAIR_FLAGS as VOL_REPAIR_FLAGS
-from rstack.volfeatures import SCALE_COL, scale_vol
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -65,9 +54,10 @@ def labelled(
     fit_df = spark.createDataFrame(
         [(s, thresholds[s], medians[s]) for s in thresholds], "symbol string, threshold double, med double"
     )
-    joined = seg.join(F.broadcast(fit_df), "symbol").withColumn(SCALE_COL, F.col("threshold"))
+    joined = seg.join(F.broadcast(fit_df), "symbol")
     with_vol = needs_vol(cfg.features, cfg.level1.context, cfg.eval.baselines)
-    scaled = scale_vol(joined, cfg.features) if with_vol else joined
+    # Each symbol's scale is its label threshold, the same rule serving applies from the bundle.
+    scaled = apply_scales(joined, thresholds, cfg) if with_vol else joined
     return scaled.select(
         "symbol",
         "open_time",
@@ -85,20 +75,13 @@ def labelled(
 
 def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> tuple[DataFrame, dict[str, Any]]:
     """Returns the persisted table (segment >= 0 rows of usable symbols) and a summary for the manifest."""
-    from pyspark import StorageLevel
-
     t0 = time.time()
-    # Kept for the validation pass and the features pass that follows it: read and shuffled once.
-    ordered = in_time_order(read_klines(spark, dataset)).persist(StorageLevel.MEMORY_AND_DISK)
     # Everything `_build` persists is listed here, so an input error half-way leaves nothing cached on
     # the host (which a resumed or reused run would keep); only the returned table stays.
-    cached: list[DataFrame] = [ordered]
+    cached: list[DataFrame] = []
     table: DataFrame | None = None
     try:
-        # Built before the next plans are made: until then Spark's adaptive cached plan reports no
-        # partitioning, and the validation's window would shuffle the rows by symbol a second time.
-        ordered.count()
-        table, summary = _build(spark, dataset, cfg, ordered, cached)
+        table, summary = _build(spark, dataset, cfg, cached)
     finally:
         for frame in cached:
             if frame is not table:
@@ -109,8 +92,19 @@ def build_training_table(spark: SparkSession, dataset: Dataset, cfg: Config) -> 
     return table, summary
 
 
+def fold_cut(klines: DataFrame, until: float) -> int | None:
+    """A walk-forward fold's cut (epoch ms) at fraction ``until`` of the data's time span; reads only
+    the open_time column, so no candle's values past the cut are read."""
+    from pyspark.sql import functions as F
+
+    if until >= 1.0:
+        return None
+    span = klines.agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).first()
+    return int(span["lo"] + until * (span["hi"] - span["lo"]))
+
+
 def _build(
-    spark: SparkSession, dataset: Dataset, cfg: Config, ordered: DataFrame, cached: list[DataFrame]
+    spark: SparkSession, dataset: Dataset, cfg: Config, cached: list[DataFrame]
 ) -> tuple[DataFrame, dict[str, Any]]:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -119,43 +113,26 @@ def _build(
     with_vol = needs_vol(cfg.features, cfg.level1.context, cfg.eval.baselines)
     feats = table_columns(cfg.features, with_vol)
     vol_flags = VOL_REPAIR_FLAGS if with_vol else ()
-    raw, bar_ms, validation = validate_klines(ordered, dataset)
-    until_ms = None
-    if cfg.split.until < 1.0:
-        # Cut before features and labels exist, so nothing computed here can see past the cut.
-        span = raw.agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).first()
-        until_ms = int(span["lo"] + cfg.split.until * (span["hi"] - span["lo"]))
-        raw = raw.where(F.col("open_time") < F.lit(until_ms))
-    table = add_features(raw, cfg.features, horizon, bar_ms, with_vol=with_vol)
-
-    bad_features = undefined([*status_inputs(cfg.features, with_vol), "trail_rv"])
-    bad_label = undefined(["fwd_rv"])
-    status = (
-        F.when(bad_bar(with_vol), "invalid")
-        .when(history_missing(cfg.features, horizon, with_vol), "warmup")
-        .when(bad_features, "invalid")
-        # The last `horizon` rows of a symbol (or before a gap) have no future to label.
-        .when(F.col("label_end_time").isNull(), "no_label")
-        .when(bad_label, "invalid")
-        .otherwise("usable")
-    )
+    klines = read_klines(spark, dataset)
+    # Cut first: the checks, the interval, the features and the labels see only candles before it.
+    until_ms = fold_cut(klines, cfg.split.until)
+    featurized = to_features(klines, dataset, cfg, with_vol, labelled=True, until_ms=until_ms, cached=cached)
+    bar_ms, validation = featurized.bar_ms, featurized.checks
     # Persisted with its status: the counts, segments, thresholds and final table all read it.
-    table = table.withColumn("_status", status).persist(StorageLevel.MEMORY_AND_DISK)
+    table = featurized.frame.persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(table)
     repair_flags = [] if cfg.features.feature_set == "scaled" else ["repair_zero_prev_volume"]
     if cfg.features.feature_set == "extended":
         repair_flags += [f for f in REPAIR_FLAGS if f != "repair_zero_prev_volume"]
-    usable = F.col("_status") == "usable"
+    usable = F.col("_status") == "ok"
     per_symbol = (
         table.groupBy("symbol")
         .agg(
             F.count("*").alias("rows"),
             F.min("open_time").alias("first_ms"),
             F.max("open_time").alias("last_ms"),
-            *[
-                F.sum((F.col("_status") == s).cast("long")).alias(s)
-                for s in ("warmup", "no_label", "invalid", "usable")
-            ],
+            *[F.sum((F.col("_status") == s).cast("long")).alias(s) for s in ("warmup", "no_label", "invalid")],
+            F.sum(usable.cast("long")).alias("usable"),
             *[F.sum((usable & F.col(f)).cast("long")).alias(f) for f in repair_flags],
             F.min(F.when(usable, F.col("open_time"))).alias("usable_first_ms"),
             F.max(F.when(usable, F.col("open_time"))).alias("usable_last_ms"),
@@ -163,7 +140,8 @@ def _build(
         .orderBy("symbol")
         .collect()
     )
-    ordered.unpersist()  # `table` holds everything later steps read
+    for frame in cached[:-1]:
+        frame.unpersist()  # `table` holds everything later steps read
 
     starts = [r["usable_first_ms"] for r in per_symbol if r["usable_first_ms"] is not None]
     if not starts:

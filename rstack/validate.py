@@ -15,57 +15,64 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any
 
-from rstack.data import PRICE_COLUMNS, REQUIRED, Dataset
+from rstack.data import Dataset
 from rstack.errors import InputError
+from rstack.rules import (
+    BAD_VALUE_KINDS,
+    PRICE_COLUMNS,
+    REQUIRED,
+    bad_value_flags,
+    interval_name,
+    interval_of,
+    spark_nonfinite,
+    wrong_interval,
+)
 from rstack.segments import iso
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-BAD_VALUE_KINDS = ("nonfinite_price", "nonpositive_price", "inconsistent_ohlc", "negative_volume")
 
-
-def _bad_value_flags() -> dict[str, Any]:
-    import math
-
-    from pyspark.sql import functions as F
-
-    prices = [F.col(c) for c in ("open", "high", "low", "close")]
-    nonfinite = F.lit(False)
-    for c in [*prices, F.col("volume")]:
-        nonfinite = nonfinite | c.isNull() | F.isnan(c) | c.isin(math.inf, -math.inf)
-    o, h, lo, c = prices
-    return {
-        "nonfinite_price": nonfinite,
-        "nonpositive_price": ~nonfinite & ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0)),
-        "inconsistent_ohlc": ~nonfinite & ((h < lo) | (o < lo) | (o > h) | (c < lo) | (c > h)),
-        "negative_volume": ~nonfinite & (F.col("volume") < 0),
-    }
-
-
-def in_time_order(raw: DataFrame) -> DataFrame:
-    """The klines hash-partitioned by symbol and sorted by every column, symbol and open_time first.
+def in_time_order(raw: DataFrame, extra: tuple[str, ...] = ()) -> DataFrame:
+    """The klines hash-partitioned by symbol and sorted by every column, symbol and open_time first
+    (``extra`` columns ride along, last).
 
     Every window in ``features.py`` is per symbol in time order, so this is the run's only shuffle
     of the rows; sorting by the values too puts identical rows side by side for ``validate_klines``.
     """
-    return raw.select(*REQUIRED).repartition("symbol").sortWithinPartitions(*REQUIRED)
+    return raw.select(*REQUIRED, *extra).repartition("symbol").sortWithinPartitions(*REQUIRED)
 
 
-def validate_klines(ordered: DataFrame, dataset: Dataset) -> tuple[DataFrame, int, dict[str, dict[str, int]]]:
+def _files(dataset: Dataset | None, symbol: str) -> str:
+    return ", ".join(dataset.files_of(symbol)) if dataset is not None else "the klines given"
+
+
+def validate_klines(
+    ordered: DataFrame,
+    dataset: Dataset | None,
+    interval: int | None = None,
+    extra: tuple[str, ...] = (),
+    grid_only: bool = False,
+) -> tuple[DataFrame, int, dict[str, dict[str, int]]]:
     """(deduplicated klines, bar interval in ms, per-symbol counts) of ``in_time_order``'s output;
-    raises InputError on bad data. The klines keep their partitioning and order."""
+    raises InputError on bad data. The klines keep their partitioning and order.
+
+    ``interval`` is a saved run's: the data's own interval (its most common step) must equal it
+    (serving); without it the data's interval is inferred, as training does. With ``grid_only`` only
+    the steps must be multiples of ``interval``: a stream's micro-batch is too short to have a
+    reliable most common step."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    flags = _bad_value_flags()
+    prices = {c: F.col(c) for c in PRICE_COLUMNS}
+    flags = bad_value_flags(prices, spark_nonfinite)
     cols = list(REQUIRED)
     # Identical rows are side by side, so one lag tells an exact duplicate (all values equal to the row
     # before) from a conflicting one (same open_time, other values).
     w = Window.partitionBy("symbol").orderBy(*cols[1:])
     step = F.col("open_time") - F.lag("open_time").over(w)
     same = functools.reduce(lambda a, b: a & b, [F.col(c).eqNullSafe(F.lag(c).over(w)) for c in PRICE_COLUMNS])
-    marked = ordered.select(*cols, step.alias("_dt"), same.alias("_same"))
+    marked = ordered.select(*cols, *extra, step.alias("_dt"), same.alias("_same"))
     duplicate = (F.col("_dt") == 0) & F.col("_same")
     conflicting = (F.col("_dt") == 0) & ~F.col("_same")
     # Grouped by (symbol, step to the previous distinct candle): the counts and the step histogram in one
@@ -98,7 +105,7 @@ def validate_klines(ordered: DataFrame, dataset: Dataset) -> tuple[DataFrame, in
     counts: dict[str, dict[str, int]] = {}
     for sym in sorted(stats):
         r = stats[sym]
-        files = ", ".join(dataset.files_of(sym))
+        files = _files(dataset, sym)
         # Bad values first: a row with a broken price is no evidence of a conflict either way.
         bad = {k: r[k] for k in BAD_VALUE_KINDS if r[k]}
         if bad:
@@ -115,26 +122,28 @@ def validate_klines(ordered: DataFrame, dataset: Dataset) -> tuple[DataFrame, in
                 "values; keep one row per (symbol, open_time) (`rstack data check` counts them)"
             )
         counts[sym] = {"duplicate_rows_removed": r["duplicates"]}
-    if not steps:
-        raise InputError("every symbol has a single candle; rstack needs a time series per symbol")
     totals: dict[int, int] = {}
     for own in steps.values():
         for dt, n in own.items():
             totals[dt] = totals.get(dt, 0) + n
-    bar_ms = max(totals, key=lambda dt: (totals[dt], -dt))
+    if not totals and interval is None:
+        raise InputError("every symbol has a single candle; rstack needs a time series per symbol")
+    bar_ms = interval if (grid_only and interval) or not totals else interval_of(totals)
+    if interval is not None and bar_ms != interval:
+        raise wrong_interval(bar_ms, interval, dataset.root if dataset is not None else "the klines given")
     for sym in counts:
         own = steps.get(sym, {})
         off_grid = {dt: n for dt, n in own.items() if dt % bar_ms}
         if off_grid:
             example = min(off_grid)
             raise InputError(
-                f"symbol {sym} ({', '.join(dataset.files_of(sym))}): {sum(off_grid.values())} candle steps are not a "
-                f"multiple of the dataset's interval {bar_ms} ms (e.g. {example} ms); mixed intervals in one "
-                "symbol, keep one interval per dataset"
+                f"symbol {sym} ({_files(dataset, sym)}): {sum(off_grid.values())} candle steps are not a "
+                f"multiple of the dataset's interval {bar_ms} ms ({interval_name(bar_ms)}; e.g. {example} ms); "
+                "mixed intervals in one symbol, keep one interval per dataset"
             )
         counts[sym]["gaps"] = sum(n for dt, n in own.items() if dt > bar_ms)
         counts[sym]["missing_candles"] = sum(n * (dt // bar_ms - 1) for dt, n in own.items() if dt > bar_ms)
     if any(c["duplicate_rows_removed"] for c in counts.values()):
         # A filter keeps the partitioning and the order.
-        return marked.where(~duplicate | F.col("_dt").isNull()).select(*cols), bar_ms, counts
+        return marked.where(~duplicate | F.col("_dt").isNull()).select(*cols, *extra), bar_ms, counts
     return ordered, bar_ms, counts

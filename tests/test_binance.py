@@ -226,6 +226,6 @@ def test_check_counts_every_problem(tmp_path: Path) -> None:
     assert b["unsorted_steps"] == 2  # 39 -> 10 and 11 -> 1
     assert stats["GOODUSDT"]["bad"] == 0 and stats["GOODUSDT"]["gaps"] == 0
     result = CliRunner().invoke(app, ["data", "check", str(tmp_path)])
-    assert result.exit_code == 2 and "bad values in BADUSDT" in result.output
+    assert result.exit_code == 2 and "rows training would refuse in BADUSDT" in result.output
     (tmp_path / "BAD.parquet").unlink()
     assert CliRunner().invoke(app, ["data", "check", str(tmp_path)]).exit_code == 0

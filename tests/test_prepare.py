@@ -264,3 +264,83 @@ def test_an_input_error_leaves_nothing_cached(data: Path, on_host: Callable[...,
     message, before, after = on_host(_persisted_after_error, str(data), light_config(**{"split.min_train_rows": 10**9}))
     assert "split.min_train_rows = 1000000000" in message
     assert after == before
+
+
+def test_a_fold_reads_nothing_past_its_cut(tmp_path: Path, data: Path, on_host: Callable[..., Any]) -> None:
+    # After the fold's cut: a broken candle and a switch to 1-minute candles. Neither is read by the
+    # fold, so neither fails it nor shapes its interval.
+    def trouble_after_cut(df: pd.DataFrame) -> pd.DataFrame:
+        minutes = df.iloc[-300:].assign(open_time=df["open_time"].iloc[-1] + 60_000 * np.arange(1, 301))
+        df.loc[590, "close"] = float("nan")
+        return pd.concat([df, minutes], ignore_index=True)
+
+    edited = _edit(data, tmp_path / "late", "SYN002USDT", trouble_after_cut)
+    _, summary = on_host(table_and_summary, str(edited), light_config(**{"split.until": 0.8}))
+    assert summary["bar_ms"] == HOUR_MS
+    assert summary["until_ms"] is not None
+    assert all(s["last_ms"] < summary["until_ms"] for s in summary["per_symbol"].values())
+    with pytest.raises(InputError, match=r"SYN002USDT.*nonfinite_price 1"):
+        on_host(table_and_summary, str(edited), light_config())
+
+
+def _flags_on_spark(spark: Any, state: dict, frame: pd.DataFrame) -> pd.DataFrame:
+    from pyspark.sql import functions as F
+
+    from rstack.rules import PRICE_COLUMNS, bad_value_flags, spark_nonfinite, to_ms_spark
+
+    df = spark.createDataFrame(frame)
+    flags = bad_value_flags({c: F.col(c) for c in PRICE_COLUMNS}, spark_nonfinite)
+    return df.select(to_ms_spark(F.col("open_time")).alias("ms"), *[v.alias(k) for k, v in flags.items()]).toPandas()
+
+
+def test_row_rules_give_the_same_answer_in_spark_numpy_and_arrow(on_host: Callable[..., Any]) -> None:
+    import pyarrow as pa
+
+    from rstack.rules import PRICE_COLUMNS, bad_value_flags, numpy_nonfinite, to_ms_arrow
+
+    nan, inf = float("nan"), float("inf")
+    rows = [  # open, high, low, close, volume
+        (1.0, 1.2, 0.9, 1.1, 5.0),
+        (nan, 1.2, 0.9, 1.1, 5.0),
+        (1.0, inf, 0.9, 1.1, 5.0),
+        (1.0, 1.2, 0.9, 1.1, -inf),
+        (0.0, 1.2, 0.0, 1.1, 5.0),
+        (1.0, 0.8, 0.9, 0.85, 5.0),
+        (1.3, 1.2, 0.9, 1.1, 5.0),
+        (1.0, 1.2, 0.9, 1.1, -1.0),
+        (-1.0, -0.5, -2.0, -1.0, 0.0),
+    ]
+    frame = pd.DataFrame(rows, columns=list(PRICE_COLUMNS))
+    frame.insert(0, "open_time", [1_704_067_200_000 + i * HOUR_MS for i in range(len(rows))])
+    frame.loc[::2, "open_time"] *= 1000  # every other one in µs
+    spark = on_host(_flags_on_spark, frame)
+    with np.errstate(invalid="ignore"):
+        local = bad_value_flags({c: frame[c].to_numpy() for c in PRICE_COLUMNS}, numpy_nonfinite)
+    for kind, mask in local.items():
+        assert spark[kind].tolist() == mask.tolist(), kind
+    assert [k for k, m in local.items() if m[1:].any()] == list(local)  # every kind is exercised
+    arrow, micros = to_ms_arrow(pa.array(frame["open_time"], pa.int64()))
+    assert arrow.to_pylist() == spark["ms"].tolist() and micros == 5
+    assert spark["ms"].tolist() == [1_704_067_200_000 + i * HOUR_MS for i in range(len(rows))]
+
+
+def test_data_check_judges_intervals_and_gaps_as_training_does(tmp_path: Path, on_host: Callable[..., Any]) -> None:
+    from rstack.check import check_dir
+
+    write_synthetic(tmp_path, symbols=2, rows=600, seed=4)
+    sparse = pd.read_parquet(tmp_path / "SYN001USDT.parquet").iloc[::2]  # every other candle: a gap at each step
+    sparse.to_parquet(tmp_path / "SYN001USDT.parquet")
+    stats = check_dir(tmp_path)
+    _, summary = on_host(table_and_summary, str(tmp_path), light_config())
+    # The folder's interval, as training infers it, not the sparse symbol's own 2-hour mode.
+    assert stats["SYN001USDT"]["interval_ms"] == summary["bar_ms"] == HOUR_MS
+    for sym in ("SYN000USDT", "SYN001USDT"):
+        got = (stats[sym]["gaps"], stats[sym]["missing_candles"])
+        assert got == (summary["per_symbol"][sym]["gaps"], summary["per_symbol"][sym]["missing_candles"])
+    assert stats["SYN001USDT"]["gaps"] == 299
+    # Steps of 90 minutes in a 1-hour folder: training refuses them, so the check calls them bad.
+    odd = sparse.assign(open_time=sparse["open_time"].iloc[0] + 5_400_000 * np.arange(len(sparse)))
+    odd.assign(symbol="ODDUSDT").to_parquet(tmp_path / "ODDUSDT.parquet")
+    assert check_dir(tmp_path)["ODDUSDT"]["off_grid_steps"] > 0 and check_dir(tmp_path)["ODDUSDT"]["bad"] > 0
+    with pytest.raises(InputError, match=r"symbol ODDUSDT .* not a multiple of the dataset's interval 3600000"):
+        on_host(table_and_summary, str(tmp_path), light_config())
