@@ -24,7 +24,7 @@ def rescore_run(spark: SparkSession, state: dict[str, Any], run_dir: str, datase
 
     bundle = Bundle.open(Path(run_dir))
     manifest = bundle.manifest
-    if dataset.fingerprint()["sha256"] != manifest["data"]["sha256"]:
+    if not dataset.matches(manifest["data"]):
         # Cutoffs, thresholds and the test segment are all derived from the data; other data
         # would silently evaluate something else.
         raise InputError(

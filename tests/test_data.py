@@ -128,3 +128,32 @@ def test_extra_columns_and_zoned_timestamps_are_accepted(tmp_path: Path) -> None
     ds = discover(tmp_path)
     assert [f.symbols for f in ds.files] == [("AAAUSDT",), ("BBBUSDT",)]
     assert ds.files_of("BBBUSDT") == ["B.parquet"]
+
+
+def test_fingerprint_sees_a_changed_value_in_a_file_of_equal_size_and_rows(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rstack.config import load_config
+    from rstack.train import _open_run
+    from tests.conftest import ROOT
+
+    frame = klines(50).assign(close=[1.0 + i / 100 for i in range(50)])
+
+    # Uncompressed and plain: a changed value inside the min/max keeps the file's size exactly.
+    def write(f: pd.DataFrame) -> None:
+        pq.write_table(pa.Table.from_pandas(f), tmp_path / "A.parquet", compression="none", use_dictionary=False)
+
+    write(frame)
+    before = discover(tmp_path)
+    cfg = load_config(ROOT / "configs" / "laptop.yaml", {}, environ={})
+    run = _open_run(tmp_path / "models", cfg, before, None)
+    run.fail()
+    write(frame.assign(close=frame["close"].where(frame.index != 20, 1.205)))
+    after = discover(tmp_path)
+    assert (after.files[0].size, after.files[0].rows) == (before.files[0].size, before.files[0].rows)
+    assert after.fingerprint()["sha256"] != before.fingerprint()["sha256"]
+    assert before.matches(before.fingerprint()) and not after.matches(before.fingerprint())
+    # --resume refuses the rewritten data (rescore compares the same way).
+    with pytest.raises(InputError, match=rf"run {run.run_id} was started on other data"):
+        _open_run(tmp_path / "models", cfg, after, run.run_id)
