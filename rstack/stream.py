@@ -2,26 +2,34 @@
 
 Each micro-batch is scored together with a per-symbol lookback buffer (the last ``lookback`` rows
 seen), so lags and rolling windows are the same as in a batch ``rstack predict`` over all the data.
-Exactly-once output: Spark's checkpoint records which files each batch id read, the output file is
-named by batch id and written by rename, and the buffer a batch starts from is the one saved by the
-batch before it, so a restarted batch recomputes the same file instead of adding another.
+Exactly-once output, crash included: Spark's checkpoint records which files each batch id read, the
+output file is named by batch id and written by rename, and the buffer a batch starts from is the
+one saved by the batch before it, kept until the next batch starts, so a batch replayed after a
+crash recomputes the same file instead of adding another.
+
+Every micro-batch passes training's row rules (``screen``, then ``featurize.to_features``); what
+training would refuse is skipped and counted per file and reason, and the stream goes on.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rstack.bundle import KEY, Bundle
+from rstack.bundle import Bundle
 from rstack.convert import to_spark
-from rstack.data import MICROS_THRESHOLD, PRICE_COLUMNS
 from rstack.errors import RstackError
+from rstack.faults import crash_point
+from rstack.featurize import UNKNOWN_SYMBOL
+from rstack.rules import KEY, PRICE_COLUMNS, REQUIRED, bad_value_flags, numpy_nonfinite, to_ms_spark
 from rstack.runs import write_parquet_atomic
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
@@ -33,6 +41,57 @@ def _buffer_before(state_dir: Path, batch_id: int) -> Path | None:
     """The newest buffer saved by a batch before ``batch_id``."""
     found = sorted(p for p in state_dir.glob("buffer-*.parquet") if int(p.stem.split("-")[1]) < batch_id)
     return found[-1] if found else None
+
+
+def screen(new: pd.DataFrame, last_seen: pd.Series, bar_ms: int) -> tuple[pd.DataFrame, pd.Series, int]:
+    """Training's row rules (``rules.py``) applied to one micro-batch: (rows to score, the reason per
+    skipped row, exact duplicates removed). A long-running stream skips and counts what training
+    would refuse, instead of stopping for it; a skipped candle is a gap in its symbol's windows."""
+    import numpy as np
+    import pandas as pd
+
+    reason = pd.Series(None, index=new.index, dtype=object)
+    reason[new["symbol"].isna() | new["open_time"].isna()] = "null_key"
+    # Candles not newer than what a symbol already had would rewrite history the lookback was
+    # built on.
+    seen = new["symbol"].map(last_seen).astype(float).fillna(-np.inf)
+    reason[reason.isna() & (new["open_time"].astype(float) <= seen)] = "late"
+    live = reason.isna()
+    exact = live & new.duplicated(list(REQUIRED), keep="first")
+    live &= ~exact
+    # Same (symbol, open_time), other values: no rule can say which is right, so neither is scored.
+    reason[live & new[live].duplicated(list(KEY), keep=False).reindex(new.index, fill_value=False)] = "conflicting"
+    live = reason.isna() & ~exact
+    flags = bad_value_flags({c: new[c].to_numpy(dtype=float) for c in PRICE_COLUMNS}, numpy_nonfinite)
+    with np.errstate(invalid="ignore"):
+        bad = functools.reduce(np.logical_or, flags.values())
+    reason[live & bad] = "bad_value"
+    live = reason.isna() & ~exact
+    # On the symbol's candle grid: the phase of its last buffered candle, else its most common phase.
+    t = new["open_time"].where(live).astype(float)
+    phase = (t % bar_ms).where(live)
+    anchor = (last_seen % bar_ms).astype(float)
+    common = phase.groupby(new["symbol"]).agg(lambda p: p.mode().iloc[0] if p.notna().any() else np.nan)
+    want = new["symbol"].map(anchor).fillna(new["symbol"].map(common))
+    reason[live & (phase != want)] = "off_grid"
+    kept = new[reason.isna() & ~exact]
+    return kept, reason.dropna(), int(exact.sum())
+
+
+def _buffer_before(state_dir: Path, batch_id: int) -> Path | None:
+    """The newest buffer saved by a batch before ``batch_id``."""
+    found = sorted(p for p in state_dir.glob("buffer-*.parquet") if int(p.stem.split("-")[1]) < batch_id)
+    return found[-1] if found else None
+
+
+def _drop_buffers_before(state_dir: Path, keep: Path | None) -> None:
+    """Buffers older than ``keep``: no batch from this one on can read them. ``keep`` itself stays
+    until the next batch starts, since a crash before Spark commits this batch replays it from there."""
+    if keep is None:
+        return
+    for old in state_dir.glob("buffer-*.parquet"):
+        if old.stem < keep.stem:
+            old.unlink(missing_ok=True)
 
 
 def process_micro_batch(
@@ -48,54 +107,62 @@ def process_micro_batch(
     from pyspark.sql import functions as F
 
     t0 = time.time()
-    raw = F.col("open_time")
     new = batch.select(
         "symbol",
-        F.when(raw >= MICROS_THRESHOLD, F.floor(raw / 1000)).otherwise(raw).cast("long").alias("open_time"),
+        to_ms_spark(F.col("open_time")).alias("open_time"),
         *[F.col(c).cast("double") for c in PRICE_COLUMNS],
         F.input_file_name().alias("_file"),
     ).toPandas()
-    # A row without a symbol or an open time has no place in any lookback; stopping a long-running
-    # stream for it would be worse than skipping it, so it is counted, named by file and skipped.
-    rows_in = len(new)
-    unplaced = new["symbol"].isna() | new["open_time"].isna()
-    null_key_rows = int(unplaced.sum())
-    null_key_files = {str(k): int(v) for k, v in new.loc[unplaced, "_file"].value_counts().items()}
-    if null_key_files:
-        log.warning(
-            "stream batch %d: skipped %d row(s) with a null symbol or open_time, per file: %s; "
-            "fill them in and drop those rows in again as a new file",
-            batch_id,
-            null_key_rows,
-            null_key_files,
-        )
-    new = new.loc[~unplaced].drop(columns="_file").astype({"open_time": "int64"}).reset_index(drop=True)
     previous = _buffer_before(state_dir, batch_id)
-    buffer = pd.read_parquet(previous) if previous else new.iloc[0:0]
+    # Spark starts batch N only after committing N - 1: older buffers than N's own are no longer needed.
+    _drop_buffers_before(state_dir, previous)
+    buffer = pd.read_parquet(previous) if previous else new.iloc[0:0].drop(columns="_file")
     last_seen = buffer.groupby("symbol")["open_time"].max()
-    # Candles not newer than what a symbol already had would rewrite history the lookback was
-    # built on; they are counted and left out, never merged silently.
-    late = new["open_time"] <= new["symbol"].map(last_seen).fillna(-1)
-    fresh = new[~late]
+    fresh, skipped, duplicates = screen(new, last_seen, bundle.bar_ms)
+    by_file = (
+        pd.DataFrame({"reason": skipped, "file": new.loc[skipped.index, "_file"]}).value_counts().sort_index()
+        if len(skipped)
+        else pd.Series(dtype=int)
+    )
+    skipped_files: dict[str, dict[str, int]] = {}
+    for (why, file), n in by_file.items():
+        skipped_files.setdefault(str(file), {})[str(why)] = int(n)
+    counts_by_reason = {str(k): int(v) for k, v in skipped.value_counts().items()}
+    if skipped_files:
+        log.warning(
+            "stream batch %d: skipped %d row(s) training would refuse, by file and reason: %s; "
+            "fix those rows and drop them in again as a new file",
+            batch_id,
+            len(skipped),
+            skipped_files,
+        )
+    fresh = fresh.drop(columns="_file").astype({"open_time": "int64"}).reset_index(drop=True)
     combined = pd.concat([buffer.assign(_new=False), fresh.assign(_new=True)], ignore_index=True)
     stats: dict[str, Any] = {
         "batch_id": batch_id,
-        "rows_in": rows_in,
-        "late_rows_skipped": int(late.sum()),
-        "null_key_rows_skipped": null_key_rows,
-        "null_key_files": null_key_files,
+        "rows_in": len(new),
+        # Exact duplicates inside the batch: removed and counted, as training removes them.
+        "duplicate_rows_removed": duplicates,
+        "skipped_rows": counts_by_reason,
+        "skipped_files": skipped_files,
+        "late_rows_skipped": counts_by_reason.get("late", 0),
+        "null_key_rows_skipped": counts_by_reason.get("null_key", 0),
+        "null_key_files": {f: r["null_key"] for f, r in skipped_files.items() if "null_key" in r},
     }
-    if not combined.empty:
-        df = to_spark(spark, combined)
-        # Persisted: the status counts and the scoring both read it.
-        fresh_feats = bundle.featurize(df).where(F.col("_new")).persist()  # featurize keeps the _new flag
+    if not fresh.empty:
+        cached: list[DataFrame] = []
         try:
+            feats = bundle.checked_features(to_spark(spark, combined), extra=("_new",), grid_only=True, cached=cached)
+            # Persisted: the status counts and the scoring both read it.
+            fresh_feats = feats.frame.where(F.col("_new")).persist()
+            cached.append(fresh_feats)
             counts = {r["_status"]: r["count"] for r in fresh_feats.groupBy("_status").count().collect()}
             preds = bundle.score_features(fresh_feats.where(F.col("_status") == "ok"), threshold).toPandas()
         finally:
-            fresh_feats.unpersist()
-        preds = preds.sort_values(KEY, kind="mergesort").reset_index(drop=True)
-        ordered = combined.drop(columns="_new").sort_values(KEY, kind="mergesort")
+            for df in cached:
+                df.unpersist()
+        preds = preds.sort_values(list(KEY), kind="mergesort").reset_index(drop=True)
+        ordered = combined.drop(columns="_new").sort_values(list(KEY), kind="mergesort")
         next_buffer = ordered.groupby("symbol", sort=False).tail(bundle.lookback).reset_index(drop=True)
     else:
         counts, next_buffer = {}, buffer
@@ -106,19 +173,18 @@ def process_micro_batch(
             "warmup": int(counts.get("warmup", 0)),
             "invalid": int(counts.get("invalid", 0)),
             # Symbols without a training scale (scaled features) are counted per batch, never scored.
-            "unknown_symbol": int(counts.get("unknown_symbol", 0)),
+            "unknown_symbol": int(counts.get(UNKNOWN_SYMBOL, 0)),
         }
     )
     if not preds.empty:
         write_parquet_atomic(preds, out_dir / f"batch-{batch_id:06d}.parquet")
     # The buffer is saved after the output: a crash in between re-runs this batch from the old buffer.
     write_parquet_atomic(next_buffer, state_dir / f"buffer-{batch_id:06d}.parquet")
-    for old in state_dir.glob("buffer-*.parquet"):
-        if int(old.stem.split("-")[1]) < batch_id:
-            old.unlink(missing_ok=True)
     stats["seconds"] = time.time() - t0
     stats["written_at"] = time.time()
     (state_dir / f"stats-{batch_id:06d}.json").write_text(json.dumps(stats))
+    # Everything of this batch is written; Spark has not yet recorded it as done.
+    crash_point("stream.before_commit")
     return stats
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -30,6 +31,12 @@ def light_config(**overrides: Any) -> Config:
         "eval.baselines": [],
     }
     return load_config(ROOT / "configs" / "laptop.yaml", {**base, **overrides}, environ={})
+
+
+def set_host_env(spark: Any, state: dict, name: str, value: str) -> None:
+    """Shipped to the Spark host: sets ``name`` in its process only (a restarted host starts without it),
+    e.g. ``RSTACK_CRASH_AT`` to make the host kill itself at a named point."""
+    os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
