@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -11,10 +12,11 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rstack.errors import InputError
+from rstack.errors import InputError, TrainingError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,6 +150,22 @@ def _lock_file(folder: Path, run_id: str) -> Any:
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
     handle.flush()
     return handle
+
+
+@contextlib.contextmanager
+def writing_into(run_work: Path) -> Iterator[None]:
+    """Guards a host task that may outlive its run (a straggler ``_drain`` stopped waiting for):
+    it does not start writing into a run that was closed, and if the run is closed while it writes
+    (renamed to ``_failed-<id>`` or committed), what it recreated at the old path is removed."""
+    run_work = Path(run_work)
+    if not (run_work / RUN_RECORD).is_file():
+        raise TrainingError(f"{run_work} was closed (failed, cancelled or committed); this task's results are dropped")
+    try:
+        yield
+    finally:
+        if not (run_work / RUN_RECORD).is_file():
+            # The record moved with the run: anything here now was made by this task after the close.
+            shutil.rmtree(run_work, ignore_errors=True)
 
 
 def unfinished_runs(models_dir: Path) -> list[str]:

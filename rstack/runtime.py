@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -94,7 +94,6 @@ class SparkHost:
         )
         self.spark.sparkContext.setLogLevel("WARN")
         self.state: dict[str, Any] = {}
-        self._pools = threading.local()
 
     def info(self) -> dict[str, Any]:
         sc = self.spark.sparkContext
@@ -164,7 +163,41 @@ class SparkHost:
             sc.setLocalProperty("spark.jobGroup.id", None)
         else:
             sc.setJobGroup(group, fn.__name__, interruptOnCancel=True)
-        return fn(self.spark, self.state, *args, **kwargs)
+        try:
+            return fn(self.spark, self.state, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - re-raised as it is, or as text Ray can carry
+            portable = _portable(exc)
+            if portable is exc:
+                raise
+            raise portable from None
+
+
+class SparkJobError(RuntimeError):
+    """A Spark job failed in the host; its message is the JVM error's gist (retryable, not an RstackError)."""
+
+
+def spark_error_summary(text: str) -> str:
+    """The first line of a JVM error, led by the lost executor when Spark names one."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = next((ln for ln in lines if not ln.startswith(("An error occurred", "Traceback"))), "")
+    first = first.lstrip(": ")
+    lost = re.search(r"ExecutorLostFailure \(executor (\S+?)\)? exited", text) or re.search(
+        r"[Ee]xecutor (\S+?) (?:lost|exited)", text
+    )
+    head = f"executor {lost.group(1)} was lost: " if lost else ""
+    return head + first[:300]
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if Ray can send it to the caller, else a SparkJobError naming its cause. A Py4J error
+    holds the JVM gateway, which does not pickle: Ray would report only "isn't serializable"."""
+    import ray
+
+    try:
+        ray.cloudpickle.dumps(exc)
+    except Exception:  # noqa: BLE001 - any pickling failure means: send the text instead
+        return SparkJobError(f"{type(exc).__name__}: {spark_error_summary(str(exc))}")
+    return exc
 
     def cancel(self, group: str) -> None:
         """Cancel the running Spark jobs of ``group``; the tasks that submitted them then fail fast."""

@@ -23,10 +23,11 @@ from rstack.checkpoint import load_batch, save_batch
 from rstack.config import Config, Level0Config, result_config
 from rstack.data import Dataset, discover, make_batches
 from rstack.errors import ConfigError, InputError, RstackError, TrainingError
+from rstack.faults import crash_point
 from rstack.level0 import BatchSpec, fit_level0_batch, probability_of_one
 from rstack.models import gradient_boosted, har_logit, random_forest
 from rstack.prepare import build_training_table
-from rstack.runs import RUN_RECORD, RunDir, write_manifest
+from rstack.runs import RUN_RECORD, RunDir, write_manifest, writing_into
 from rstack.stack import base_rows, fit_levels_1_2
 from rstack.volfeatures import har_columns
 
@@ -58,8 +59,9 @@ def _host_level0(
     run_work: str,
 ) -> tuple[dict[str, Any], pa.Table]:
     model_rel = f"level0/{batch.name}"
-    meta, table = fit_level0_batch(state[run_key], batch, feature_cols, cfg, f"{run_work}/{model_rel}")
-    meta["checkpoint_seconds"] = save_batch(Path(run_work), batch.name, model_rel, meta, table)
+    with writing_into(Path(run_work)):
+        meta, table = fit_level0_batch(state[run_key], batch, feature_cols, cfg, f"{run_work}/{model_rel}")
+        meta["checkpoint_seconds"] = save_batch(Path(run_work), batch.name, model_rel, meta, table)
     return meta, table
 
 
@@ -92,6 +94,7 @@ def _host_meta(
     n_l0: int,
     *tables: pa.Table,
 ) -> dict[str, Any]:
+    crash_point("meta.start")
     base = base_rows(state[run_key], cfg.level1.context)
     l0_tables, baseline_tables = list(tables[:n_l0]), list(tables[n_l0:])
     result, test = fit_levels_1_2(
@@ -167,6 +170,23 @@ def host_lost(exc: BaseException) -> bool:
     from ray.exceptions import RayActorError
 
     return isinstance(exc, RayActorError)
+
+
+def refs_lost(exc: BaseException) -> bool:
+    """True when an object (a Level-0 result) was lost with the node that held it."""
+    from ray.exceptions import ObjectLostError, OwnerDiedError
+
+    return isinstance(exc, ObjectLostError | OwnerDiedError)
+
+
+def _checkpointed(run: RunDir, batch: BatchSpec) -> pa.Table:
+    found = load_batch(run.work, batch.name)
+    if found is None:
+        raise TrainingError(
+            f"level0 {batch.name}'s predictions were lost with a node and it has no checkpoint in {run.work}; "
+            "resume the run (`--resume`) to refit it"
+        )
+    return found[1]
 
 
 def run_batches(
@@ -313,7 +333,7 @@ def _open_run(models_dir: Path, cfg: Config, dataset: Dataset, resume: str | Non
                 f"run {resume} was started with another config ({'; '.join(diff)}); resume it with the same "
                 "settings (runtime.* and level0.concurrency may differ) or train anew"
             )
-        if record["data"]["sha256"] != dataset.fingerprint()["sha256"]:
+        if not dataset.matches(record["data"]):
             raise InputError(
                 f"run {resume} was started on other data ({record['data']['root']}, "
                 f"{record['data']['total_rows']} rows); resume it on the same files or train anew"
@@ -467,7 +487,6 @@ def train(
             len(restored),
             overlap,
         )
-        executors = runtime.executors()
         ordered = sorted(metas)
         metas_list = [{"restored": False, **metas[i]} for i in ordered]
         tables_list = [table_refs[i] for i in ordered]
@@ -475,21 +494,41 @@ def train(
         t = time.time()
         log.info("level1+2: fitting on out-of-sample Level-0 predictions")
         prior = summary["positive_rate_by_segment"]["l0_train"]
-        # The Arrow tables stay in Ray's object store; the host resolves the refs itself.
-        meta_result = runtime.get(
-            runtime.call(
-                _host_meta,
-                run_key,
-                cfg,
-                str(run.work),
-                prior,
-                len(tables_list),
-                *tables_list,
-                *baseline_refs,
-                name="level1-level2",
-                group=run_key,
-            )
-        )
+        attempt = 0
+        while True:
+            try:
+                executors = runtime.executors()
+                # The Arrow tables stay in Ray's object store; the host resolves the refs itself.
+                meta_result = runtime.get(
+                    runtime.call(
+                        _host_meta,
+                        run_key,
+                        cfg,
+                        str(run.work),
+                        prior,
+                        len(tables_list),
+                        *tables_list,
+                        *baseline_refs,
+                        name="level1-level2",
+                        group=run_key,
+                    )
+                )
+                break
+            except Exception as exc:
+                lost_refs = refs_lost(exc)
+                if not (host_lost(exc) or lost_refs) or attempt >= cfg.level0.max_retries:
+                    raise
+                attempt += 1
+                log.warning("level1+2: retry %d of %d after %s", attempt, cfg.level0.max_retries, _cause(exc))
+                if host_lost(exc):
+                    # The cached training table died with the host: a new host, the table rebuilt,
+                    # the baselines started again; Level 0 is not refitted.
+                    recover(exc)
+                else:
+                    # Lost with a node: the Level-0 predictions are read back from their checkpoints,
+                    # the baselines (whose results may have been there too) computed again.
+                    tables_list = [ray.put(_checkpointed(run, batches[i])) for i in ordered]
+                    baseline_refs[:] = [submit_baseline(kind) for kind in cfg.eval.baselines]
         timings["level1_level2"] = time.time() - t
         timings.update({f"level1_level2.{k}": v for k, v in meta_result["timings"].items()})
         ray.get(runtime.call(_host_release, run_key, name="release"))

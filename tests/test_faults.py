@@ -27,7 +27,7 @@ from rstack.level0 import BatchSpec
 from rstack.runs import RunDir, resolve_run
 from rstack.runtime import Runtime
 from rstack.train import TrainResult, run_batches, train
-from tests.conftest import ROOT, light_config
+from tests.conftest import ROOT, light_config, set_host_env
 
 pytestmark = pytest.mark.slow
 
@@ -162,20 +162,73 @@ def _alive_actor(class_part: str) -> dict[str, Any]:
     return found[0]
 
 
-def test_killed_spark_host_mid_level0_run_completes_with_clean_metrics(
-    trained: TrainResult, synth_dir: Path, runtime: Runtime, tmp_path: Path, rstack_log: list[str]
+def _java_error(spark: Any, state: dict) -> None:
+    spark._jvm.java.lang.Integer.parseInt("not-a-number")
+
+
+def test_a_jvm_error_reaches_the_retry_line_with_its_cause(on_host: Callable[..., Any]) -> None:
+    from ray.exceptions import RayTaskError
+
+    from rstack.runtime import SparkJobError
+    from rstack.train import _cause
+
+    # A Py4J error holds the JVM gateway and does not pickle; the driver must still learn its cause.
+    with pytest.raises(RayTaskError) as info:
+        on_host(_java_error)
+    assert isinstance(info.value.cause, SparkJobError)
+    assert 'NumberFormatException: For input string: "not-a-number"' in _cause(info.value)
+    assert "serializ" not in _cause(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        (
+            "An error occurred while calling o812.fit.\n: org.apache.spark.SparkException: Job aborted due to stage "
+            "failure: Task 1 in stage 40.0 failed 4 times, most recent failure: Lost task 1.3 in stage 40.0 (TID 77) "
+            "(10.0.0.5 executor 2): ExecutorLostFailure (executor 2 exited caused by one of the running tasks) "
+            "Reason: Remote RPC client disassociated.\n\tat org.apache.spark.scheduler.DAGScheduler...",
+            "executor 2 was lost: org.apache.spark.SparkException: Job aborted due to stage failure: Task 1",
+        ),
+        (
+            "An error occurred while calling o5.count.\n: java.lang.OutOfMemoryError: Java heap space\n\tat x",
+            "java.lang.OutOfMemoryError: Java heap space",
+        ),
+    ],
+)
+def test_spark_error_summary_names_the_lost_executor(text: str, want: str) -> None:
+    from rstack.runtime import spark_error_summary
+
+    assert spark_error_summary(text).startswith(want)
+
+
+def test_spark_host_killed_in_level0_and_again_in_levels_1_2_run_completes_with_clean_metrics(
+    trained: TrainResult,
+    synth_dir: Path,
+    runtime: Runtime,
+    on_host: Callable[..., Any],
+    tmp_path: Path,
+    rstack_log: list[str],
 ) -> None:
+    from rstack.faults import ENV
+
     old_pid = runtime.info["host_pid"]
     thread, out = _train_in_thread(synth_dir, tmp_path / "models", runtime)
     wait_for(lambda: any("level0: batch_001 (2 of 2) started" in ln for ln in rstack_log), 300, "Level 0 to start")
     time.sleep(2)
     assert not any("level0: batch_00" in ln and " done in " in ln for ln in rstack_log), "fits ended before the kill"
     os.kill(old_pid, signal.SIGKILL)
+    # The second host (refitting Level 0) is made to kill itself as Levels 1-2 start, after Level 0.
+    wait_for(lambda: any("runtime: new Spark host ready" in ln for ln in rstack_log), 300, "the second host")
+    on_host(set_host_env, ENV, "meta.start")
     thread.join(600)
     assert "error" not in out, out.get("error")
     m = out["result"].manifest
     assert runtime.info["host_pid"] != old_pid
     assert any(ln.startswith("batch 0: retry 1 of 2 after the Spark host was lost") for ln in rstack_log)
+    assert any(ln.startswith("level1+2: retry 1 of 2 after the Spark host was lost") for ln in rstack_log)
+    assert sum("runtime: new Spark host ready" in ln for ln in rstack_log) == 2
+    # Level 0 was not refitted after the second loss: its results came from their object refs.
     assert [b["attempts"] for b in m["level0"]] == [2, 2]
     assert_same_metrics(m["metrics"], trained.manifest["metrics"])
 
@@ -418,3 +471,23 @@ def test_manifest_is_json_and_checkpoints_parquet(trained: TrainResult) -> None:
     json.loads((run / "manifest.json").read_text())
     kinds = {p.suffix for p in (run / "checkpoints" / "level0").iterdir()}
     assert kinds == {".json", ".parquet"}
+
+
+def test_a_straggler_never_recreates_a_closed_run(tmp_path: Path) -> None:
+    from rstack.runs import writing_into
+
+    # A task that starts after its run was closed writes nothing.
+    run = RunDir(tmp_path)
+    run.write_record({"run_id": run.run_id})
+    failed = run.fail()
+    with pytest.raises(TrainingError, match=r"was closed .* results are dropped"), writing_into(run.work):
+        raise AssertionError("must not start")
+    # A task whose run is closed while it writes: what it recreated at the old path is removed.
+    second = RunDir(tmp_path)
+    second.write_record({"run_id": second.run_id})
+    with writing_into(second.work):
+        second_failed = second.fail()
+        (second.work / "level0" / "batch_000").mkdir(parents=True)  # Spark's save makes its parents
+    assert not run.work.exists() and not second.work.exists()
+    assert failed.is_dir() and (second_failed / "run.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([failed.name, second_failed.name])
