@@ -59,9 +59,11 @@ def _fail(exc: RstackError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
-def format_metrics(metrics: dict[str, dict[str, Any]]) -> str:
+def format_metrics(metrics: dict[str, dict[str, Any]], threshold: float) -> str:
+    """The metrics table; the confusion counts are at the run's ``eval.threshold``."""
     head = (
-        f"{'model':<24}{'ROC-AUC':>9}{'PR-AUC':>9}{'logloss':>9}{'Brier':>8}{'rows':>9}{'pos%':>7}   tp/fp/tn/fn @0.5"
+        f"{'model':<24}{'ROC-AUC':>9}{'PR-AUC':>9}{'logloss':>9}{'Brier':>8}{'rows':>9}{'pos%':>7}"
+        f"   tp/fp/tn/fn @{threshold:g}"
     )
     lines = [head, "-" * len(head)]
     for name, m in metrics.items():
@@ -176,7 +178,7 @@ def train(
     m = result.manifest
     typer.echo(f"\nrun {m['run_id']} -> {result.run_dir}")
     typer.echo(f"test segment from {m['cutoffs']['cutoffs_utc'][2]}, {m['rows_by_segment']['test']} rows\n")
-    typer.echo(format_metrics(m["metrics"]))
+    typer.echo(format_metrics(m["metrics"], m["config"]["eval"]["threshold"]))
     t = m["timings"]
     stages = ["startup", "features", "level0", "level1_level2", "save", "total"]
     typer.echo("\nseconds: " + ", ".join(f"{k} {t[k]:.1f}" for k in stages))
@@ -246,8 +248,21 @@ def _runtime_config(config: Path | None, overrides: dict[str, Any]) -> Any:
 def evaluate(
     run: Annotated[str, typer.Argument(help="Run id in MODELS, or a run folder.")] = "latest",
     models: RunsFolder = Path("models"),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Klines from after the run's training: score them and judge the run on that period."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="With --data: folder for the period's metrics, predictions and report.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML for the runtime section.", envvar="RSTACK_CONFIG")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.", envvar="RAY_ADDRESS")] = None,
 ) -> None:
-    """Write report.html (curves, calibration, confusion, per-symbol AUC, importances, leakage audit)."""
+    """Write report.html (curves, calibration, confusion, per-symbol AUC, importances, leakage audit).
+    With --data, first score those klines with the run (labels from its own thresholds) and report
+    on that period, beside the naive baselines."""
     from rstack.runs import resolve_run
 
     _setup_logging(False)
@@ -255,6 +270,25 @@ def evaluate(
         from rstack.report import summary_table, write_report
 
         run_dir = Path(run) if (Path(run) / "manifest.json").is_file() else resolve_run(models, run)
+        if data is not None:
+            from rstack.bundle import Bundle
+            from rstack.data import discover
+            from rstack.judge import evaluate_new_data
+            from rstack.runtime import Runtime
+
+            bundle = Bundle.open(run_dir)  # refuse a bad bundle before starting Spark
+            target = (out or Path(f"evaluation-{bundle.manifest['run_id']}-{data.name}")).resolve()
+            dataset = discover(data)
+            cfg = _runtime_config(config, {"runtime.address": address})
+            with Runtime(cfg.runtime, max_concurrency=3) as runtime:
+                result = runtime.get(
+                    runtime.call(evaluate_new_data, str(run_dir), dataset, str(target), name="evaluate")
+                )
+            typer.echo(
+                f"run {result['run_id']} on {data}: {result['rows']} rows from {result['period_utc'][0]} to "
+                f"{result['period_utc'][1]} -> {target}"
+            )
+            run_dir = target
         summary = write_report(run_dir)
     except RstackError as exc:
         raise _fail(exc) from None
@@ -301,7 +335,7 @@ def runs_show(
     typer.echo("rows by segment: " + ", ".join(f"{k} {v}" for k, v in m["rows_by_segment"].items()))
     typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in m["timings"].items() if "." not in k))
     typer.echo("")
-    typer.echo(format_metrics(m["metrics"]))
+    typer.echo(format_metrics(m["metrics"], m["config"]["eval"]["threshold"]))
 
 
 @app.command()
@@ -350,6 +384,11 @@ def predict(
         elif sym in summary["unknown_symbols"]:
             flag = "  (unknown at training time)"
         typer.echo(f"{sym:<14}{c['ok']:>9}{c['warmup']:>9}{c['invalid']:>9}{flag}")
+    # The same repairs and facts `rstack train` counts: nothing is dropped without a number.
+    typer.echo(
+        f"checks: {summary['duplicate_rows_removed']} exact duplicate rows removed, {summary['gaps']} gaps "
+        f"({summary['missing_candles']} missing candles)"
+    )
     if summary.get("unknown_symbol_rows"):
         typer.echo(
             f"warning: {summary['unknown_symbol_rows']} rows of symbols the run was not trained on were not scored: "
@@ -415,13 +454,18 @@ def stream(
         raise typer.Exit(130) from None
     rows = sum(b["scored"] for b in summary["batches"])
     typer.echo(f"run {summary['run_id']}: {len(summary['batches'])} micro-batches, {rows} rows scored -> {out}")
-    late = sum(b["late_rows_skipped"] for b in summary["batches"])
-    null_key = sum(b["null_key_rows_skipped"] for b in summary["batches"])
+    skipped: dict[str, int] = {}
+    for b in summary["batches"]:
+        for why, n in b["skipped_rows"].items():
+            skipped[why] = skipped.get(why, 0) + n
+    duplicates = sum(b["duplicate_rows_removed"] for b in summary["batches"])
     unknown = sum(b.get("unknown_symbol", 0) for b in summary["batches"])
-    if late or null_key or unknown:
+    if skipped or duplicates or unknown:
+        parts = [f"{n} {why}" for why, n in sorted(skipped.items())]
         typer.echo(
-            f"skipped {late} late row(s), {null_key} row(s) with a null symbol or open_time and {unknown} row(s) "
-            f"of symbols the run was not trained on; per batch and file in {ckpt / 'lookback'}/stats-*.json",
+            f"skipped rows by reason: {', '.join(parts) or 'none'}; {duplicates} exact duplicate row(s) removed; "
+            f"{unknown} row(s) of symbols the run was not trained on; per batch and file in "
+            f"{ckpt / 'lookback'}/stats-*.json",
             err=True,
         )
 
@@ -528,10 +572,12 @@ def download_(
 
 @data_app.command("check")
 def check(data_dir: Annotated[Path, typer.Argument(help="Folder of kline Parquet files.")]) -> None:
-    """Per-symbol health: rows, range, interval, gaps, duplicates, zero volume, bad values.
-    Exit 2 when a symbol has bad values (non-finite or non-positive prices, inconsistent OHLC,
-    negative volume, conflicting duplicates)."""
+    """Per-symbol health by training's own row rules: rows, range, the folder's interval, gaps,
+    duplicates, zero volume, bad values. Exit 2 when a symbol would fail training (non-finite or
+    non-positive prices, inconsistent OHLC, negative volume, conflicting duplicates, steps off the
+    folder's interval)."""
     from rstack.check import check_dir
+    from rstack.rules import interval_name
 
     try:
         stats = check_dir(data_dir)
@@ -539,19 +585,19 @@ def check(data_dir: Annotated[Path, typer.Argument(help="Folder of kline Parquet
         raise _fail(exc) from None
     head = (
         f"{'symbol':<14}{'rows':>9}  {'first':<16}  {'last':<16}{'step':>7}{'gaps':>6}{'missing':>8}"
-        f"{'dups':>6}{'conflict':>9}{'unsorted':>9}{'zero_vol':>9}{'bad':>6}"
+        f"{'dups':>6}{'conflict':>9}{'off_grid':>9}{'unsorted':>9}{'zero_vol':>9}{'bad':>6}"
     )
     typer.echo(head)
     for sym, s in stats.items():
-        step = f"{s['interval_ms'] // 60000}m" if s["interval_ms"] else "-"
+        step = interval_name(s["interval_ms"]) if s["interval_ms"] else "-"
         typer.echo(
             f"{sym:<14}{s['rows']:>9}  {_ms(s['first_ms']):<16}  {_ms(s['last_ms']):<16}{step:>7}"
             f"{s['gaps']:>6}{s['missing_candles']:>8}{s['duplicate_rows']:>6}{s['conflicting_duplicates']:>9}"
-            f"{s['unsorted_steps']:>9}{s['zero_volume']:>9}{s['bad']:>6}"
+            f"{s['off_grid_steps']:>9}{s['unsorted_steps']:>9}{s['zero_volume']:>9}{s['bad']:>6}"
         )
     bad = [sym for sym, s in stats.items() if s["bad"]]
     if bad:
-        typer.echo(f"error: bad values in {', '.join(bad)}; see the columns above", err=True)
+        typer.echo(f"error: rows training would refuse in {', '.join(bad)}; see the columns above", err=True)
         raise typer.Exit(2)
 
 

@@ -598,6 +598,12 @@ def write_report(run_dir: Path) -> dict[str, Any]:
     eval_threshold = finite((cfg.get("eval") or {}).get("threshold"))
     eval_threshold = 0.5 if eval_threshold is None else eval_threshold
     notes: list[str] = []
+    if (evaluation := manifest.get("evaluation")) is not None:
+        notes.append(
+            f"An evaluation of run {evaluation['run_id']} on {evaluation['data']['root']}, "
+            f"{evaluation['period_utc'][0]} to {evaluation['period_utc'][1]}: every \"test\" figure below is "
+            "that period's, scored by the saved models with the run's own thresholds."
+        )
 
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for model in ordered_models(metrics):
