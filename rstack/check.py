@@ -31,7 +31,8 @@ BAD_KEYS = (
 def _open_time_ms(table: pa.Table) -> np.ndarray:
     t = table["open_time"]
     if pa.types.is_timestamp(t.type):
-        return t.cast(pa.timestamp("ms", tz=t.type.tz)).cast(pa.int64()).to_numpy()
+        # Truncated to whole ms, as training's Spark cast does (a safe cast refuses µs and ns).
+        return t.cast(pa.timestamp("ms", tz=t.type.tz), safe=False).cast(pa.int64()).to_numpy()
     return to_ms_arrow(t.cast(pa.int64()))[0].to_numpy()
 
 

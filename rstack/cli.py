@@ -385,9 +385,14 @@ def predict(
             flag = "  (unknown at training time)"
         typer.echo(f"{sym:<14}{c['ok']:>9}{c['warmup']:>9}{c['invalid']:>9}{flag}")
     # The same repairs and facts `rstack train` counts: nothing is dropped without a number.
+    repaired: dict[str, int] = {}
+    for own in summary["repairs"].values():
+        for name, n in own.items():
+            repaired[name] = repaired.get(name, 0) + n
     typer.echo(
         f"checks: {summary['duplicate_rows_removed']} exact duplicate rows removed, {summary['gaps']} gaps "
-        f"({summary['missing_candles']} missing candles)"
+        f"({summary['missing_candles']} missing candles); repairs on scored rows: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(repaired.items())) or "none")
     )
     if summary.get("unknown_symbol_rows"):
         typer.echo(

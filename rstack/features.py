@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rstack.config import FeatureConfig
+from rstack.volfeatures import REPAIR_FLAGS as VOL_REPAIR_FLAGS
 from rstack.volfeatures import add_raw_vol, raw_columns, scaled_names
 
 if TYPE_CHECKING:
@@ -104,6 +105,15 @@ def bad_bar(with_vol: bool) -> Column:
     from pyspark.sql import functions as F
 
     return F.col("_bad_bar") if with_vol else F.lit(False)
+
+
+def repair_columns(cfg: FeatureConfig, with_vol: bool) -> tuple[list[str], list[str]]:
+    """The repair flags training and predict count on usable rows: (those of the row-window
+    features, those the scaling of the volatility columns sets)."""
+    rows = [] if cfg.feature_set == "scaled" else ["repair_zero_prev_volume"]
+    if cfg.feature_set == "extended":
+        rows += [f for f in REPAIR_FLAGS if f != "repair_zero_prev_volume"]
+    return rows, list(VOL_REPAIR_FLAGS) if with_vol else []
 
 
 def row_status(cfg: FeatureConfig, horizon: int, with_vol: bool, labelled: bool) -> Column:

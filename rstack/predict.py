@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rstack.bundle import Bundle
 from rstack.data import Dataset, read_klines
+from rstack.features import repair_columns
 from rstack.runs import write_parquet_atomic
 
 if TYPE_CHECKING:
@@ -33,7 +34,14 @@ def predict_dir(
         featurized = bundle.checked_features(read_klines(spark, dataset), dataset, cached=cached)
         feats = featurized.frame.persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(feats)
-        counts = feats.groupBy("symbol", "_status").count().collect()
+        flags = [f for group in repair_columns(bundle.config.features, bundle.with_vol) for f in group]
+        ok = F.col("_status") == "ok"
+        # Training's counted repairs, on the rows scored.
+        counts = (
+            feats.groupBy("symbol", "_status")
+            .agg(F.count("*").alias("count"), *[F.sum((ok & F.col(f)).cast("long")).alias(f) for f in flags])
+            .collect()
+        )
         preds = bundle.score_features(feats.where(F.col("_status") == "ok"), threshold)
         frame = preds.toPandas().sort_values(["symbol", "open_time"], kind="mergesort").reset_index(drop=True)
     finally:
@@ -44,9 +52,13 @@ def predict_dir(
     target.parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(frame, target)
     per_symbol: dict[str, dict[str, int]] = {}
+    repairs: dict[str, dict[str, int]] = {}
     for r in counts:
         statuses = {"ok": 0, "warmup": 0, "invalid": 0, "unknown_symbol": 0}
         per_symbol.setdefault(r["symbol"], statuses)[r["_status"]] = r["count"]
+        own = repairs.setdefault(r["symbol"], {f.removeprefix("repair_"): 0 for f in flags})
+        for f in flags:
+            own[f.removeprefix("repair_")] += int(r[f] or 0)
     known = set(bundle.manifest["symbols"])
     checks = featurized.checks
     return {
@@ -61,6 +73,7 @@ def predict_dir(
         "unknown_symbol_rows": sum(v["unknown_symbol"] for v in per_symbol.values()),
         # Training's repairs and facts, per symbol and in total.
         "checks": checks,
+        "repairs": repairs,
         "duplicate_rows_removed": sum(c["duplicate_rows_removed"] for c in checks.values()),
         "gaps": sum(c["gaps"] for c in checks.values()),
         "missing_candles": sum(c["missing_candles"] for c in checks.values()),

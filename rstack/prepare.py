@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 from rstack.config import Config
 from rstack.data import Dataset, read_klines
 from rstack.errors import InputError
-from rstack.features import REPAIR_FLAGS, feature_names, needs_vol, table_columns
+from rstack.features import feature_names, needs_vol, repair_columns, table_columns
 from rstack.featurize import apply_scales, to_features
 from rstack.segments import PURGED, SEGMENTS, compute_cutoffs, iso, segment_column
-from rstack.volfeatures import REPAIR_FLAGS as VOL_REPAIR_FLAGS
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -69,7 +68,7 @@ def labelled(
         .otherwise(F.lit(0.5))
         .alias(BASELINE_COL),
         *feats,
-        *(VOL_REPAIR_FLAGS if with_vol else ()),
+        *repair_columns(cfg.features, with_vol)[1],
     )
 
 
@@ -112,7 +111,7 @@ def _build(
     horizon = cfg.label.horizon
     with_vol = needs_vol(cfg.features, cfg.level1.context, cfg.eval.baselines)
     feats = table_columns(cfg.features, with_vol)
-    vol_flags = VOL_REPAIR_FLAGS if with_vol else ()
+    _, vol_flags = repair_columns(cfg.features, with_vol)
     klines = read_klines(spark, dataset)
     # Cut first: the checks, the interval, the features and the labels see only candles before it.
     until_ms = fold_cut(klines, cfg.split.until)
@@ -121,9 +120,7 @@ def _build(
     # Persisted with its status: the counts, segments, thresholds and final table all read it.
     table = featurized.frame.persist(StorageLevel.MEMORY_AND_DISK)
     cached.append(table)
-    repair_flags = [] if cfg.features.feature_set == "scaled" else ["repair_zero_prev_volume"]
-    if cfg.features.feature_set == "extended":
-        repair_flags += [f for f in REPAIR_FLAGS if f != "repair_zero_prev_volume"]
+    repair_flags, _ = repair_columns(cfg.features, with_vol)
     usable = F.col("_status") == "ok"
     per_symbol = (
         table.groupBy("symbol")

@@ -171,6 +171,16 @@ class SparkHost:
                 raise
             raise portable from None
 
+    def cancel(self, group: str) -> None:
+        """Cancel the running Spark jobs of ``group``; the tasks that submitted them then fail fast."""
+        self.spark.sparkContext.cancelJobGroup(group)
+
+    def stop(self) -> None:
+        import raydp
+
+        self.state.clear()
+        raydp.stop_spark()
+
 
 class SparkJobError(RuntimeError):
     """A Spark job failed in the host; its message is the JVM error's gist (retryable, not an RstackError)."""
@@ -198,16 +208,6 @@ def _portable(exc: Exception) -> Exception:
     except Exception:  # noqa: BLE001 - any pickling failure means: send the text instead
         return SparkJobError(f"{type(exc).__name__}: {spark_error_summary(str(exc))}")
     return exc
-
-    def cancel(self, group: str) -> None:
-        """Cancel the running Spark jobs of ``group``; the tasks that submitted them then fail fast."""
-        self.spark.sparkContext.cancelJobGroup(group)
-
-    def stop(self) -> None:
-        import raydp
-
-        self.state.clear()
-        raydp.stop_spark()
 
 
 def _actor_alive(ray: Any, name: str) -> bool:

@@ -37,12 +37,6 @@ log = logging.getLogger(__name__)
 STREAM_SCHEMA = "symbol string, open_time long, open double, high double, low double, close double, volume double"
 
 
-def _buffer_before(state_dir: Path, batch_id: int) -> Path | None:
-    """The newest buffer saved by a batch before ``batch_id``."""
-    found = sorted(p for p in state_dir.glob("buffer-*.parquet") if int(p.stem.split("-")[1]) < batch_id)
-    return found[-1] if found else None
-
-
 def screen(new: pd.DataFrame, last_seen: pd.Series, bar_ms: int) -> tuple[pd.DataFrame, pd.Series, int]:
     """Training's row rules (``rules.py``) applied to one micro-batch: (rows to score, the reason per
     skipped row, exact duplicates removed). A long-running stream skips and counts what training
@@ -56,16 +50,16 @@ def screen(new: pd.DataFrame, last_seen: pd.Series, bar_ms: int) -> tuple[pd.Dat
     # built on.
     seen = new["symbol"].map(last_seen).astype(float).fillna(-np.inf)
     reason[reason.isna() & (new["open_time"].astype(float) <= seen)] = "late"
+    # Bad values first, as in training: a broken row is no evidence of a duplicate or a conflict.
+    flags = bad_value_flags({c: new[c].to_numpy(dtype=float) for c in PRICE_COLUMNS}, numpy_nonfinite)
+    with np.errstate(invalid="ignore"):
+        bad = functools.reduce(np.logical_or, flags.values())
+    reason[reason.isna() & bad] = "bad_value"
     live = reason.isna()
     exact = live & new.duplicated(list(REQUIRED), keep="first")
     live &= ~exact
     # Same (symbol, open_time), other values: no rule can say which is right, so neither is scored.
     reason[live & new[live].duplicated(list(KEY), keep=False).reindex(new.index, fill_value=False)] = "conflicting"
-    live = reason.isna() & ~exact
-    flags = bad_value_flags({c: new[c].to_numpy(dtype=float) for c in PRICE_COLUMNS}, numpy_nonfinite)
-    with np.errstate(invalid="ignore"):
-        bad = functools.reduce(np.logical_or, flags.values())
-    reason[live & bad] = "bad_value"
     live = reason.isna() & ~exact
     # On the symbol's candle grid: the phase of its last buffered candle, else its most common phase.
     t = new["open_time"].where(live).astype(float)
@@ -78,9 +72,13 @@ def screen(new: pd.DataFrame, last_seen: pd.Series, bar_ms: int) -> tuple[pd.Dat
     return kept, reason.dropna(), int(exact.sum())
 
 
+def _batch_of(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
 def _buffer_before(state_dir: Path, batch_id: int) -> Path | None:
-    """The newest buffer saved by a batch before ``batch_id``."""
-    found = sorted(p for p in state_dir.glob("buffer-*.parquet") if int(p.stem.split("-")[1]) < batch_id)
+    """The newest buffer saved by a batch before ``batch_id`` (by number: ids outgrow their 6 digits)."""
+    found = sorted((p for p in state_dir.glob("buffer-*.parquet") if _batch_of(p) < batch_id), key=_batch_of)
     return found[-1] if found else None
 
 
@@ -90,7 +88,7 @@ def _drop_buffers_before(state_dir: Path, keep: Path | None) -> None:
     if keep is None:
         return
     for old in state_dir.glob("buffer-*.parquet"):
-        if old.stem < keep.stem:
+        if _batch_of(old) < _batch_of(keep):
             old.unlink(missing_ok=True)
 
 

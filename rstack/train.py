@@ -176,7 +176,8 @@ def refs_lost(exc: BaseException) -> bool:
     """True when an object (a Level-0 result) was lost with the node that held it."""
     from ray.exceptions import ObjectLostError, OwnerDiedError
 
-    return isinstance(exc, ObjectLostError | OwnerDiedError)
+    # A task whose argument was lost may report it as its own failure's cause.
+    return any(isinstance(e, ObjectLostError | OwnerDiedError) for e in (exc, getattr(exc, "cause", None)))
 
 
 def _checkpointed(run: RunDir, batch: BatchSpec) -> pa.Table:

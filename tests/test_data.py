@@ -157,3 +157,13 @@ def test_fingerprint_sees_a_changed_value_in_a_file_of_equal_size_and_rows(tmp_p
     # --resume refuses the rewritten data (rescore compares the same way).
     with pytest.raises(InputError, match=rf"run {run.run_id} was started on other data"):
         _open_run(tmp_path / "models", cfg, after, run.run_id)
+
+
+def test_data_check_reads_timestamps_finer_than_a_millisecond(tmp_path: Path) -> None:
+    from rstack.check import check_dir
+
+    frame = klines(30)
+    frame["open_time"] = pd.to_datetime(frame["open_time"], unit="ms", utc=True) + pd.Timedelta(microseconds=7)
+    frame.to_parquet(tmp_path / "A.parquet")  # timestamp[ns, UTC] with a sub-ms part, truncated as training does
+    stats = check_dir(tmp_path)["AAAUSDT"]
+    assert stats["interval_ms"] == 3_600_000 and stats["first_ms"] == 1_704_067_200_000 and stats["bad"] == 0

@@ -491,3 +491,20 @@ def test_a_straggler_never_recreates_a_closed_run(tmp_path: Path) -> None:
     assert not run.work.exists() and not second.work.exists()
     assert failed.is_dir() and (second_failed / "run.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([failed.name, second_failed.name])
+
+
+def _long_job(spark: Any, state: dict) -> int:
+    return spark.range(0, 10**12, numPartitions=4).selectExpr("sum(id * id % 7)").first()[0]
+
+
+def test_cancel_stops_a_running_spark_job_group(runtime: Runtime) -> None:
+    import ray
+
+    # What Ctrl-C and a failed run rely on: Runtime.cancel reaches the host, and the job dies fast.
+    ref = runtime.call(_long_job, name="long-job", group="cancel-me")
+    time.sleep(3)
+    t0 = time.time()
+    runtime.cancel("cancel-me")
+    with pytest.raises(ray.exceptions.RayTaskError, match=r"cancel"):
+        ray.get(ref, timeout=60)
+    assert time.time() - t0 < 30

@@ -161,7 +161,7 @@ def test_stream_equals_batch_and_resumes_without_repeats_after_a_stop_and_a_cras
     third.loc[broken, "close"] = float("nan")
     bad_rows = pd.concat(
         [
-            tail.loc[[conflict]].assign(close=tail.loc[conflict, "close"] * 1.01),
+            tail.loc[[conflict]].assign(volume=tail.loc[conflict, "volume"] * 1.5),
             tail.loc[[off]].assign(open_time=tail.loc[off, "open_time"] + 60_000),
             tail.loc[[dup]],
         ]
@@ -249,6 +249,9 @@ def test_predict_repairs_and_counts_as_training_does(
     got = on_host(predict_dir, str(trained.run_dir), discover(doubled), str(tmp_path / "b.parquet"), None)
     # Ten exact duplicates are removed and counted, not scored twice (nor given a zero return).
     assert got["checks"]["SYN004USDT"]["duplicate_rows_removed"] == 10 and got["duplicate_rows_removed"] == 10
+    # The repairs training counts, counted on the rows predict scores.
+    trained_repairs = set(trained.manifest["per_symbol"]["SYN004USDT"]["repairs"]) - {"duplicate_rows_removed"}
+    assert set(got["repairs"]["SYN004USDT"]) == trained_repairs and trained_repairs
     preds = pd.read_parquet(tmp_path / "b.parquet")
     assert not preds.duplicated(["symbol", "open_time"]).any()
     w = expected_warmup(pd.read_parquet(doubled / "SYN000USDT.parquet"), light_config())
