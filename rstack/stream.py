@@ -150,7 +150,9 @@ def process_micro_batch(
     if not fresh.empty:
         cached: list[DataFrame] = []
         try:
-            feats = bundle.checked_features(to_spark(spark, combined), extra=("_new",), grid_only=True, cached=cached)
+            # Not cached before the checks: a micro-batch plus its lookback is small, and one Spark job
+            # fewer per micro-batch is worth more than reading it twice.
+            feats = bundle.checked_features(to_spark(spark, combined), extra=("_new",), grid_only=True)
             # Persisted: the status counts and the scoring both read it.
             fresh_feats = feats.frame.where(F.col("_new")).persist()
             cached.append(fresh_feats)

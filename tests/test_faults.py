@@ -256,7 +256,7 @@ def test_killed_executor_mid_level0_run_completes(
 # -- the driver killed, or interrupted, in a separate process --------------------------------------
 
 
-def _spawn_train(synth_dir: Path, models: Path, temp: str) -> subprocess.Popen[bytes]:
+def _spawn_train(synth_dir: Path, models: Path, temp: str, **extra: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "RSTACK_RUNTIME__DASHBOARD": "false",
@@ -266,6 +266,7 @@ def _spawn_train(synth_dir: Path, models: Path, temp: str) -> subprocess.Popen[b
         "RSTACK_LEVEL0__BATCH_SIZE": "3",
         "RSTACK_LEVEL0__CONCURRENCY": "1",
         "RSTACK_EVAL__BASELINES": "",
+        **extra,
     }
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "rstack.cli", "train", str(synth_dir), "--models", str(models)]
@@ -322,19 +323,29 @@ def test_killed_or_interrupted_driver_leaves_a_run_that_resumes_without_refittin
     # one gets SIGKILL (a crash, an OOM kill), the other Ctrl-C (SIGINT), both after batch_000 is done.
     killed_models, interrupted_models = tmp_path / "killed", tmp_path / "interrupted"
     killed = _spawn_train(synth_dir, killed_models, ray_temp)
-    interrupted = _spawn_train(synth_dir, interrupted_models, second_ray_temp)
+    # The interrupted run is not resumed here, so it can grow small forests: it only has to finish a batch.
+    light = {"RSTACK_LEVEL0__NUM_TREES": "10", "RSTACK_LEVEL0__MAX_DEPTH": "4"}
+    interrupted = _spawn_train(synth_dir, interrupted_models, second_ray_temp, **light)
     # Every process each driver started (GCS, raylet, agents, workers, JVMs): Ray renames some of
     # them, so they are tracked as descendants rather than found by their command line.
     started: dict[int, list[psutil.Process]] = {}
     try:
-        for proc, models in ((killed, killed_models), (interrupted, interrupted_models)):
-            wait_for(lambda m=models, p=proc: "level0: batch_000 done" in _log_of(m) or p.poll() is not None, 400, "b0")
-            assert proc.poll() is None, "the training process ended before it was stopped"
-            started[proc.pid] = psutil.Process(proc.pid).children(recursive=True)
-            if proc is killed:
-                proc.kill()
-            else:
-                proc.send_signal(signal.SIGINT)
+        # Each is stopped as soon as its batch_000 is done, whichever gets there first.
+        waiting = {killed.pid: (killed, killed_models), interrupted.pid: (interrupted, interrupted_models)}
+        deadline = time.time() + 400
+        while waiting:
+            assert time.time() < deadline, "timed out waiting for batch_000"
+            for pid, (proc, models) in list(waiting.items()):
+                if "level0: batch_000 done" not in _log_of(models) and proc.poll() is None:
+                    continue
+                assert proc.poll() is None, "the training process ended before it was stopped"
+                started[pid] = psutil.Process(pid).children(recursive=True)
+                if proc is killed:
+                    proc.kill()
+                else:
+                    proc.send_signal(signal.SIGINT)
+                del waiting[pid]
+            time.sleep(0.05)
         assert killed.wait(60) == -signal.SIGKILL
         assert interrupted.wait(120) == 130
     finally:

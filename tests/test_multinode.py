@@ -29,6 +29,10 @@ JOB_ENV = {
     "RSTACK_RUNTIME__PLACEMENT_STRATEGY": "SPREAD",
     "RSTACK_LEVEL0__BATCH_SIZE": "3",
     "RSTACK_EVAL__BASELINES": "",
+    # Where the work runs is the question here, not how well: small forests keep the test short.
+    "RSTACK_LEVEL0__NUM_TREES": "20",
+    "RSTACK_LEVEL0__MAX_DEPTH": "5",
+    "RSTACK_LEVEL1__NUM_TREES": "10",
 }
 
 
