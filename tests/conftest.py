@@ -18,6 +18,7 @@ from rstack.synth import write_synthetic
 from rstack.train import TrainResult, train
 
 ROOT = Path(__file__).resolve().parent.parent
+LIGHT_TREES, LIGHT_DEPTH = 40, 8
 
 
 def light_config(**overrides: Any) -> Config:
@@ -27,6 +28,10 @@ def light_config(**overrides: Any) -> Config:
         "runtime.executor_memory": "1g",
         "runtime.driver_memory": "1g",
         "level0.batch_size": 3,
+        # Smaller Level-0 forests than the product's 100 x depth 10: the tests check the machinery, and
+        # Level 0's fits are most of every training run the suite does.
+        "level0.num_trees": LIGHT_TREES,
+        "level0.max_depth": LIGHT_DEPTH,
         # The single-model baselines have their own end-to-end test; elsewhere they only cost time.
         "eval.baselines": [],
     }

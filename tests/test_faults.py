@@ -27,7 +27,7 @@ from rstack.level0 import BatchSpec
 from rstack.runs import RunDir, resolve_run
 from rstack.runtime import Runtime
 from rstack.train import TrainResult, run_batches, train
-from tests.conftest import ROOT, light_config, set_host_env
+from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT, light_config, set_host_env
 
 pytestmark = pytest.mark.slow
 
@@ -264,6 +264,8 @@ def _spawn_train(synth_dir: Path, models: Path, temp: str, **extra: str) -> subp
         "RSTACK_RUNTIME__DRIVER_MEMORY": "1g",
         "RSTACK_RUNTIME__RAY_TEMP_DIR": temp,
         "RSTACK_LEVEL0__BATCH_SIZE": "3",
+        "RSTACK_LEVEL0__NUM_TREES": str(LIGHT_TREES),
+        "RSTACK_LEVEL0__MAX_DEPTH": str(LIGHT_DEPTH),
         "RSTACK_LEVEL0__CONCURRENCY": "1",
         "RSTACK_EVAL__BASELINES": "",
         **extra,

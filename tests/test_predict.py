@@ -26,7 +26,7 @@ from rstack.predict import predict_dir
 from rstack.runtime import Runtime
 from rstack.stream import stream_dir
 from rstack.train import TrainResult
-from tests.conftest import light_config, set_host_env
+from tests.conftest import LIGHT_TREES, light_config, set_host_env
 from tests.test_prepare import expected_warmup
 
 pytestmark = pytest.mark.slow
@@ -74,7 +74,7 @@ def test_python_api_and_seed_loaders(
     trained: TrainResult, synth_dir: Path, tmp_path: Path, on_host: Callable[..., Any]
 ) -> None:
     frame, trees = on_host(_api_predict, str(trained.run_dir), str(synth_dir))
-    assert trees == 100
+    assert trees == LIGHT_TREES
     summary = on_host(predict_dir, str(trained.run_dir), discover(synth_dir), str(tmp_path / "p.parquet"), None)
     batch = pd.read_parquet(tmp_path / "p.parquet")
     frame = frame.sort_values(["symbol", "open_time"]).reset_index(drop=True)

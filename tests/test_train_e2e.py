@@ -16,6 +16,7 @@ from rstack.cli import app
 from rstack.data import discover
 from rstack.rescore import rescore_run
 from rstack.train import TrainResult, max_overlap
+from tests.conftest import LIGHT_DEPTH, LIGHT_TREES
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,11 @@ def test_cli_second_run_gives_identical_metrics(
     trained: TrainResult, synth_dir: Path, models: Path, tmp_path: Path
 ) -> None:
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("level0:\n  batch_size: 3\nruntime:\n  dashboard: false\n")
+    # The fixture's Level-0 forests (light_config), so that the metrics can be compared.
+    cfg.write_text(
+        f"level0:\n  batch_size: 3\n  num_trees: {LIGHT_TREES}\n  max_depth: {LIGHT_DEPTH}\n"
+        "runtime:\n  dashboard: false\n"
+    )
     result = CliRunner().invoke(app, ["train", str(synth_dir), "--models", str(models), "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "level2" in result.output and "baseline_trailing_vol" in result.output
