@@ -14,7 +14,7 @@ from rstack.cli import app
 from rstack.leaderboard import config_diff, format_runs, list_runs
 from rstack.runs import FAILED_PREFIX
 from rstack.train import TrainResult
-from tests.conftest import light_config
+from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, light_config
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,8 @@ def test_leaderboard_lists_complete_runs_best_first_then_unfinished(trained: Tra
     rows = list_runs(models)
     assert [r["state"] for r in rows] == ["complete", "failed"]
     assert rows[0]["level2"] == trained.manifest["metrics"]["level2"]["roc_auc"]
-    assert rows[0]["config_diff"] == {"level0.batch_size": 3, "eval.baselines": []}
+    light = {"level0.num_trees": LIGHT_TREES, "level0.max_depth": LIGHT_DEPTH}
+    assert rows[0]["config_diff"] == {"level0.batch_size": 3, **light, "eval.baselines": []}
 
     out = CliRunner().invoke(app, ["runs", "--models", str(models)])
     assert out.exit_code == 0, out.output
@@ -44,7 +45,8 @@ def test_leaderboard_lists_complete_runs_best_first_then_unfinished(trained: Tra
 def test_config_diff_names_only_result_settings() -> None:
     cfg = light_config(**{"label.horizon": 7, "level0.concurrency": 1})
     # runtime.* and level0.concurrency change how a run executes, not what it computes.
-    assert config_diff(cfg.to_dict()) == {"label.horizon": 7, "level0.batch_size": 3, "eval.baselines": []}
+    light = {"level0.num_trees": LIGHT_TREES, "level0.max_depth": LIGHT_DEPTH}
+    assert config_diff(cfg.to_dict()) == {"label.horizon": 7, "level0.batch_size": 3, **light, "eval.baselines": []}
 
 
 def test_evaluate_command_writes_the_report(trained: TrainResult, tmp_path: Path) -> None:
