@@ -12,13 +12,13 @@ __version__ = "0.1.0"
 
 def load(run_dir: str | Path) -> Bundle:
     """Open and verify a saved run; ``rstack.load("models/latest").predict(klines_df)``."""
-    from rstack.bundle import Bundle
+    from rstack.models.bundle import Bundle
 
     return Bundle.open(run_dir)
 
 
 if TYPE_CHECKING:
-    from rstack.bundle import Bundle
+    from rstack.models.bundle import Bundle
 
 __all__ = [
     "load",

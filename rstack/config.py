@@ -292,7 +292,7 @@ def validate(c: Config) -> None:
     )
     need(fc.seasonal_days >= 1, "features.seasonal_days", fc.seasonal_days, "use >= 1 day")
     need(0 < fc.min_fill <= 1, "features.min_fill", fc.min_fill, "use a share in (0, 1]")
-    from rstack.features import table_columns  # here: features.py imports this module
+    from rstack.features.windows import table_columns  # here: features.py imports this module
 
     allowed = table_columns(fc)
     need(

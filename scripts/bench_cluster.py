@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rstack.devcluster import LocalCluster  # noqa: E402
-from rstack.synth import write_synthetic  # noqa: E402
+from rstack.cluster.devcluster import LocalCluster  # noqa: E402
+from rstack.data.synth import write_synthetic  # noqa: E402
 
 SETTINGS = {
     "RSTACK_RUNTIME__NUM_EXECUTORS": "2",

@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rstack.cluster.runtime import Runtime  # noqa: E402
 from rstack.config import load_config  # noqa: E402
-from rstack.runtime import Runtime  # noqa: E402
-from rstack.synth import write_synthetic  # noqa: E402
-from rstack.train import train  # noqa: E402
+from rstack.data.synth import write_synthetic  # noqa: E402
+from rstack.training.driver import train  # noqa: E402
 
 LIGHT = {"runtime.dashboard": False, "runtime.executor_memory": "1g", "runtime.driver_memory": "1g"}
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from seed_reference import start_spark  # scripts/ is on sys.path when this script runs
 
 from rstack.config import Config
-from rstack.data import Dataset, discover
-from rstack.prepare import build_training_table
-from rstack.synth import write_synthetic
+from rstack.data.discover import Dataset, discover
+from rstack.data.synth import write_synthetic
+from rstack.features.table import build_training_table
 
 
 def main() -> None:

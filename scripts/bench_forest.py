@@ -21,7 +21,7 @@ import pandas as pd
 from seed_reference import start_spark  # scripts/ is on sys.path when this script runs
 
 from rstack.config import Level0Config
-from rstack.models import random_forest, with_probability
+from rstack.models.estimators import random_forest, with_probability
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ ROWS = 44_640  # 31 days of 1m candles
 CHILD = """
 import resource, sys, time
 from pathlib import Path
-from rstack.binance import import_archives
+from rstack.data.binance import import_archives
 t = time.time()
 s = import_archives([Path(sys.argv[1])], Path(sys.argv[2]))
 print(time.time() - t, s.rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -21,11 +21,11 @@ from typing import Any
 
 import pandas as pd
 
+from rstack.cluster.runtime import Runtime
 from rstack.config import load_config
-from rstack.data import discover
-from rstack.predict import predict_dir
-from rstack.runtime import Runtime
-from rstack.stream import stream_dir
+from rstack.data.discover import discover
+from rstack.serving.predict import predict_dir
+from rstack.serving.stream import stream_dir
 
 logging.getLogger("ray").setLevel(logging.ERROR)
 

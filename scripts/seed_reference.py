@@ -4,9 +4,9 @@ One local-mode SparkSession; the feature table is a DataFrame defined once and u
 persisted, Spark's default partition counts); Level-0 batches are fitted one after another, and
 each fitted model scores the L1-fit, L2-fit and test rows in three separate passes. That is the
 seed's structure. What it computes is rstack's, so the comparison is about design only:
-the same validation, features (``rstack.features``), label thresholds, global purged segments
-(``rstack.segments``), estimators (``rstack.models``), Levels 1 and 2 and evaluation
-(``rstack.stack``) -- the test ROC-AUCs of both must agree up to RandomForest's bootstrap, which
+the same validation, features (``rstack.features.windows``), label thresholds, global purged segments
+(``rstack.features.segments``), estimators (``rstack.models.estimators``), Levels 1 and 2 and evaluation
+(``rstack.models.meta``) -- the test ROC-AUCs of both must agree up to RandomForest's bootstrap, which
 depends on how rows fall into partitions. The forests keep Spark's default ``cacheNodeIds=False``
 unless ``--cache-node-ids`` is given (bench variant e), so the same flag can be credited apart.
 
@@ -29,16 +29,16 @@ from typing import Any
 
 import pyarrow as pa
 
+from rstack.cluster.runtime import JAVA_OPENS
 from rstack.config import Config, load_config
-from rstack.data import discover, make_batches, read_klines
-from rstack.features import add_features, feature_names, row_in_run, undefined, warmup_rows
-from rstack.level0 import BatchSpec, probability_of_one
-from rstack.models import random_forest
-from rstack.prepare import fit_on_train, labelled
-from rstack.runtime import JAVA_OPENS
-from rstack.segments import compute_cutoffs, segment_column
-from rstack.stack import base_rows, fit_levels_1_2
-from rstack.validate import in_time_order, validate_klines
+from rstack.data.discover import discover, make_batches, read_klines
+from rstack.data.validate import in_time_order, validate_klines
+from rstack.features.segments import compute_cutoffs, segment_column
+from rstack.features.table import fit_on_train, labelled
+from rstack.features.windows import add_features, feature_names, row_in_run, undefined, warmup_rows
+from rstack.models.estimators import random_forest
+from rstack.models.level0 import BatchSpec, probability_of_one
+from rstack.models.meta import base_rows, fit_levels_1_2
 
 
 def start_spark(cores: int, driver_memory: str) -> Any:

@@ -21,12 +21,12 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from rstack.cluster.runtime import Runtime
 from rstack.config import build_config, load_config
-from rstack.data import discover
-from rstack.prepare import build_training_table
-from rstack.runtime import Runtime
-from rstack.stack import base_rows, fit_levels_1_2
-from rstack.volfeatures import scaled_names
+from rstack.data.discover import discover
+from rstack.features.table import build_training_table
+from rstack.features.vol import scaled_names
+from rstack.models.meta import base_rows, fit_levels_1_2
 
 CONTEXT = ["lrv_1d", "lrv_7d", "lseas_h", "tod_sin", "tod_cos"]
 VARIANTS: dict[str, dict[str, Any]] = {

@@ -24,11 +24,11 @@ import numpy as np
 from seed_reference import start_spark  # scripts/ is on sys.path when this script runs
 
 from rstack.config import load_config
-from rstack.data import discover, make_batches
-from rstack.features import feature_names
-from rstack.metrics import roc_auc
-from rstack.models import random_forest, with_probability
-from rstack.prepare import build_training_table
+from rstack.data.discover import discover, make_batches
+from rstack.features.table import build_training_table
+from rstack.features.windows import feature_names
+from rstack.models.estimators import random_forest, with_probability
+from rstack.models.metrics import roc_auc
 
 L0_TRAIN, L2_FIT = 0, 2
 ROOT = Path(__file__).resolve().parent.parent

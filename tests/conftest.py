@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from rstack.cluster.runtime import Runtime
 from rstack.config import Config, load_config
-from rstack.runtime import Runtime
-from rstack.synth import write_synthetic
-from rstack.train import TrainResult, train
+from rstack.data.synth import write_synthetic
+from rstack.training.driver import TrainResult, train
 
 ROOT = Path(__file__).resolve().parent.parent
 LIGHT_TREES, LIGHT_DEPTH = 40, 8

@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from rstack.binance import import_archives
-from rstack.check import check_dir
-from rstack.cli import app
-from rstack.download import DownloadError, download, months
+from rstack.cli.app import app
+from rstack.data.binance import import_archives
+from rstack.data.check import check_dir
+from rstack.data.download import DownloadError, download, months
 from rstack.errors import InputError
 
 HOUR = 3_600_000

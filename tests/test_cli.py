@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from rstack.cli import app
+from rstack.cli.app import app
 
 runner = CliRunner()
 
@@ -50,8 +50,8 @@ def test_bad_usage_exits_2_with_a_message(
 
 @pytest.mark.parametrize(("symbols", "rows", "seed"), [(12, 3000, 7), (40, 400, 3)])  # first: the demo's set
 def test_synth_is_finite_and_valid(tmp_path: Path, symbols: int, rows: int, seed: int) -> None:
-    from rstack.check import check_dir
-    from rstack.synth import write_synthetic
+    from rstack.data.check import check_dir
+    from rstack.data.synth import write_synthetic
 
     write_synthetic(tmp_path, symbols=symbols, rows=rows, seed=seed)
     stats = check_dir(tmp_path)
@@ -62,7 +62,7 @@ def test_synth_is_finite_and_valid(tmp_path: Path, symbols: int, rows: int, seed
 
 @pytest.mark.parametrize("threshold", [0.5, 0.3, 0.65])
 def test_metrics_table_names_the_threshold_its_confusion_counts_use(threshold: float) -> None:
-    from rstack.cli import format_metrics
+    from rstack.cli.app import format_metrics
 
     row = {"roc_auc": 0.7, "pr_auc": 0.5, "log_loss": 0.6, "brier": 0.2, "rows": 10, "positive_rate": 0.3}
     table = format_metrics({"level2": {**row, "confusion": {"tp": 1, "fp": 2, "tn": 3, "fn": 4}}}, threshold)

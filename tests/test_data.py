@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rstack.data import discover, make_batches
+from rstack.data.discover import discover, make_batches
 from rstack.errors import InputError
 
 
@@ -135,7 +135,7 @@ def test_fingerprint_sees_a_changed_value_in_a_file_of_equal_size_and_rows(tmp_p
     import pyarrow.parquet as pq
 
     from rstack.config import load_config
-    from rstack.train import _open_run
+    from rstack.training.driver import _open_run
     from tests.conftest import ROOT
 
     frame = klines(50).assign(close=[1.0 + i / 100 for i in range(50)])
@@ -160,7 +160,7 @@ def test_fingerprint_sees_a_changed_value_in_a_file_of_equal_size_and_rows(tmp_p
 
 
 def test_data_check_reads_timestamps_finer_than_a_millisecond(tmp_path: Path) -> None:
-    from rstack.check import check_dir
+    from rstack.data.check import check_dir
 
     frame = klines(30)
     frame["open_time"] = pd.to_datetime(frame["open_time"], unit="ms", utc=True) + pd.Timedelta(microseconds=7)

@@ -22,11 +22,11 @@ import psutil
 import pyarrow as pa
 import pytest
 
+from rstack.cluster.runtime import Runtime
 from rstack.errors import InputError, TrainingError
-from rstack.level0 import BatchSpec
-from rstack.runs import RunDir, resolve_run
-from rstack.runtime import Runtime
-from rstack.train import TrainResult, run_batches, train
+from rstack.models.level0 import BatchSpec
+from rstack.training.driver import TrainResult, run_batches, train
+from rstack.training.runs import RunDir, resolve_run
 from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT, light_config, set_host_env
 
 pytestmark = pytest.mark.slow
@@ -169,8 +169,8 @@ def _java_error(spark: Any, state: dict) -> None:
 def test_a_jvm_error_reaches_the_retry_line_with_its_cause(on_host: Callable[..., Any]) -> None:
     from ray.exceptions import RayTaskError
 
-    from rstack.runtime import SparkJobError
-    from rstack.train import _cause
+    from rstack.cluster.runtime import SparkJobError
+    from rstack.training.driver import _cause
 
     # A Py4J error holds the JVM gateway and does not pickle; the driver must still learn its cause.
     with pytest.raises(RayTaskError) as info:
@@ -197,7 +197,7 @@ def test_a_jvm_error_reaches_the_retry_line_with_its_cause(on_host: Callable[...
     ],
 )
 def test_spark_error_summary_names_the_lost_executor(text: str, want: str) -> None:
-    from rstack.runtime import spark_error_summary
+    from rstack.cluster.runtime import spark_error_summary
 
     assert spark_error_summary(text).startswith(want)
 
@@ -393,7 +393,7 @@ def test_killed_or_interrupted_driver_leaves_a_run_that_resumes_without_refittin
 _HOLD = """
 import sys, time
 from pathlib import Path
-from rstack.runs import RunDir
+from rstack.training.runs import RunDir
 run = RunDir(Path(sys.argv[1]), sys.argv[2], resume=True) if len(sys.argv) > 2 else RunDir(Path(sys.argv[1]))
 print(run.run_id, flush=True)
 time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0)
@@ -452,7 +452,7 @@ def test_completed_runs_cannot_be_resumed(trained: TrainResult) -> None:
 
 
 def test_resume_refuses_another_config(synth_dir: Path, runtime: Runtime, tmp_path: Path) -> None:
-    from rstack.data import discover
+    from rstack.data.discover import discover
 
     run = RunDir(tmp_path)
     run.write_record(
@@ -487,7 +487,7 @@ def test_manifest_is_json_and_checkpoints_parquet(trained: TrainResult) -> None:
 
 
 def test_a_straggler_never_recreates_a_closed_run(tmp_path: Path) -> None:
-    from rstack.runs import writing_into
+    from rstack.training.runs import writing_into
 
     # A task that starts after its run was closed writes nothing.
     run = RunDir(tmp_path)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from rstack.config import FeatureConfig
-from rstack.data import discover, read_klines
-from rstack.features import add_features, feature_names
-from rstack.synth import write_synthetic
+from rstack.data.discover import discover, read_klines
+from rstack.data.synth import write_synthetic
+from rstack.features.windows import add_features, feature_names
 
 HORIZON = 5
 # The extended set's row-window features; the scaled set has its own test (test_volfeatures.py).

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rstack.cli import app
-from rstack.leaderboard import config_diff, format_runs, list_runs
-from rstack.runs import FAILED_PREFIX
-from rstack.train import TrainResult
+from rstack.cli.app import app
+from rstack.reporting.leaderboard import config_diff, format_runs, list_runs
+from rstack.training.driver import TrainResult
+from rstack.training.runs import FAILED_PREFIX
 from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, light_config
 
 pytestmark = pytest.mark.slow

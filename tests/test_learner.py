@@ -19,9 +19,16 @@ import pytest
 
 from rstack.config import LEARNERS, Config, Level0Config, load_config, result_config
 from rstack.errors import ConfigError
-from rstack.level0 import BatchSpec, fit_level0_batch
-from rstack.metrics import roc_auc
-from rstack.models import _sqrt_share, feature_importances, level0_model, random_forest, with_probability, xgboost_rf
+from rstack.models.estimators import (
+    _sqrt_share,
+    feature_importances,
+    level0_model,
+    random_forest,
+    with_probability,
+    xgboost_rf,
+)
+from rstack.models.level0 import BatchSpec, fit_level0_batch
+from rstack.models.metrics import roc_auc
 
 FEATURES = ["noise_a", "noise_b", "noise_c", "signal", "noise_d"]
 HOUR_MS = 3_600_000
@@ -97,7 +104,7 @@ def test_xgboost_draws_as_many_features_per_split_as_spark(n_features: int) -> N
 def spark() -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
-    from rstack.runtime import JAVA_OPENS
+    from rstack.cluster.runtime import JAVA_OPENS
 
     # Python workers (pandas UDFs, xgboost's barrier task) must run this interpreter, as Runtime arranges.
     before = os.environ.get("PYSPARK_PYTHON")
@@ -245,7 +252,7 @@ def test_refit_scores_test_with_a_model_of_all_history_before_it(spark: Any, tab
     from pyspark.ml import PipelineModel
     from pyspark.sql import functions as F
 
-    from rstack.level0 import probability_of_one
+    from rstack.models.level0 import probability_of_one
 
     cfg = Level0Config(num_trees=10, max_depth=4, seed=3)
     batch = BatchSpec(0, ("AAA",))  # one of the two symbols: each refit sees its own batch's rows only

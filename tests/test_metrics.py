@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from rstack.metrics import average_precision, brier, confusion, log_loss, roc_auc
+from rstack.models.metrics import average_precision, brier, confusion, log_loss, roc_auc
 
 
 def brute_auc(y: np.ndarray, p: np.ndarray) -> float:

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from rstack.cli import app
-from rstack.devcluster import LocalCluster
+from rstack.cli.app import app
+from rstack.cluster.devcluster import LocalCluster
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

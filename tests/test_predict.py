@@ -17,15 +17,15 @@ import pytest
 from typer.testing import CliRunner
 
 import rstack
-from rstack.bundle import Bundle
-from rstack.cli import app
-from rstack.data import discover, read_klines
+from rstack.cli.app import app
+from rstack.cluster.runtime import Runtime
+from rstack.data.discover import discover, read_klines
 from rstack.errors import InputError
 from rstack.faults import ENV
-from rstack.predict import predict_dir
-from rstack.runtime import Runtime
-from rstack.stream import stream_dir
-from rstack.train import TrainResult
+from rstack.models.bundle import Bundle
+from rstack.serving.predict import predict_dir
+from rstack.serving.stream import stream_dir
+from rstack.training.driver import TrainResult
 from tests.conftest import LIGHT_TREES, light_config, set_host_env
 from tests.test_prepare import expected_warmup
 
@@ -289,7 +289,7 @@ def test_predict_refuses_what_training_refuses(
 def test_evaluate_judges_a_saved_run_on_later_klines_and_refuses_its_fitted_period(
     trained: TrainResult, synth_dir: Path, tmp_path: Path
 ) -> None:
-    from rstack.metrics import evaluate
+    from rstack.models.metrics import evaluate
 
     run = str(trained.run_dir)
     refused = CliRunner().invoke(app, ["evaluate", run, "--data", str(synth_dir), "--out", str(tmp_path / "no")])

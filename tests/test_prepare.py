@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from rstack.config import Config
-from rstack.data import discover
+from rstack.data.discover import discover
+from rstack.data.synth import write_synthetic
 from rstack.errors import InputError
-from rstack.features import warmup_rows
-from rstack.prepare import build_training_table
-from rstack.segments import compute_cutoffs
-from rstack.synth import write_synthetic
+from rstack.features.segments import compute_cutoffs
+from rstack.features.table import build_training_table
+from rstack.features.windows import warmup_rows
 from tests.conftest import light_config
 from tests.test_features import reference
 from tests.test_volfeatures import reference as vol_reference
@@ -286,7 +286,7 @@ def test_a_fold_reads_nothing_past_its_cut(tmp_path: Path, data: Path, on_host: 
 def _flags_on_spark(spark: Any, state: dict, frame: pd.DataFrame) -> pd.DataFrame:
     from pyspark.sql import functions as F
 
-    from rstack.rules import PRICE_COLUMNS, bad_value_flags, spark_nonfinite, to_ms_spark
+    from rstack.data.rules import PRICE_COLUMNS, bad_value_flags, spark_nonfinite, to_ms_spark
 
     df = spark.createDataFrame(frame)
     flags = bad_value_flags({c: F.col(c) for c in PRICE_COLUMNS}, spark_nonfinite)
@@ -296,7 +296,7 @@ def _flags_on_spark(spark: Any, state: dict, frame: pd.DataFrame) -> pd.DataFram
 def test_row_rules_give_the_same_answer_in_spark_numpy_and_arrow(on_host: Callable[..., Any]) -> None:
     import pyarrow as pa
 
-    from rstack.rules import PRICE_COLUMNS, bad_value_flags, numpy_nonfinite, to_ms_arrow
+    from rstack.data.rules import PRICE_COLUMNS, bad_value_flags, numpy_nonfinite, to_ms_arrow
 
     nan, inf = float("nan"), float("inf")
     rows = [  # open, high, low, close, volume
@@ -325,7 +325,7 @@ def test_row_rules_give_the_same_answer_in_spark_numpy_and_arrow(on_host: Callab
 
 
 def test_data_check_judges_intervals_and_gaps_as_training_does(tmp_path: Path, on_host: Callable[..., Any]) -> None:
-    from rstack.check import check_dir
+    from rstack.data.check import check_dir
 
     write_synthetic(tmp_path, symbols=2, rows=600, seed=4)
     sparse = pd.read_parquet(tmp_path / "SYN001USDT.parquet").iloc[::2]  # every other candle: a gap at each step

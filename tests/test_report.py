@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from rstack.errors import InputError
-from rstack.report import summary_table, write_report
-from rstack.train import TrainResult
+from rstack.reporting.report import summary_table, write_report
+from rstack.training.driver import TrainResult
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +102,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def expected_verdicts(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    """The verdict sentence(s) the manifest implies, derived here without rstack.report's helpers."""
+    """The verdict sentence(s) the manifest implies, derived here without rstack.reporting.report's helpers."""
 
     def auc(name: str) -> float | None:
         v = (metrics.get(name) or {}).get("roc_auc")

@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from rstack.convert import to_spark
 from rstack.errors import TrainingError
-from rstack.stack import fit_levels_1_2
+from rstack.models.convert import to_spark
+from rstack.models.meta import fit_levels_1_2
 from tests.conftest import light_config
 
 ROWS_PER_SEGMENT = 300

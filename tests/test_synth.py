@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rstack.synth import INTERVALS_MS, synth_symbol, write_synthetic
+from rstack.data.synth import INTERVALS_MS, synth_symbol, write_synthetic
 
 DAY_MS = 86_400_000
 
@@ -77,7 +77,7 @@ def test_intraday_profile(year: list[pd.DataFrame], tmp_path: Path) -> None:
 
 
 def test_no_intraday_profile_at_daily_bars() -> None:
-    from rstack.synth import seasonal_variance
+    from rstack.data.synth import seasonal_variance
 
     for interval in ("1m", "5m", "1h", "4h"):
         step = INTERVALS_MS[interval]

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from rstack.cli import app
-from rstack.data import discover
-from rstack.rescore import rescore_run
-from rstack.train import TrainResult, max_overlap
+from rstack.cli.app import app
+from rstack.data.discover import discover
+from rstack.training.driver import TrainResult, max_overlap
+from rstack.training.rescore import rescore_run
 from tests.conftest import LIGHT_DEPTH, LIGHT_TREES
 
 pytestmark = pytest.mark.slow
@@ -109,8 +109,8 @@ def test_seed_layout_trains_and_a_format_1_bundle_still_predicts(
     synth_dir: Path, tmp_path: Path, runtime: Any, on_host: Callable[..., Any]
 ) -> None:
     from rstack.config import load_config
-    from rstack.predict import predict_dir
-    from rstack.train import train
+    from rstack.serving.predict import predict_dir
+    from rstack.training.driver import train
     from tests.conftest import ROOT
 
     light = {"runtime.dashboard": False, "level0.batch_size": 3, "eval.baselines": []}

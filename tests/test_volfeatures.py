@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from rstack.config import FeatureConfig
-from rstack.data import discover, read_klines
-from rstack.synth import write_synthetic
-from rstack.volfeatures import (
+from rstack.data.discover import discover, read_klines
+from rstack.data.synth import write_synthetic
+from rstack.features.vol import (
     DAY_MS,
     SCALE_COL,
     add_raw_vol,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from rstack.cluster.runtime import Runtime
 from rstack.errors import ConfigError
-from rstack.runtime import Runtime
-from rstack.train import TrainResult
-from rstack.walkforward import fold_ends, format_walk_forward, summaries, summarize, walk_forward
+from rstack.training.driver import TrainResult
+from rstack.training.walkforward import fold_ends, format_walk_forward, summaries, summarize, walk_forward
 from tests.conftest import light_config
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def test_walk_forward_refits_each_window_without_seeing_past_it(
     for name, want in trained.manifest["metrics"].items():
         assert last["metrics"][name]["roc_auc"] == pytest.approx(want["roc_auc"], abs=1e-7), name
     # Fold 1 saw nothing after its cut: its candles, cutoffs and test period all end before it.
-    from rstack.runs import load_manifest
+    from rstack.training.runs import load_manifest
 
     m1 = load_manifest(tmp_path / "models" / first["run_id"])
     assert m1["config"]["split"]["until"] == pytest.approx(0.9)
