@@ -29,7 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rstack.cluster.runtime import JAVA_OPENS
+from rstack.cluster.spark_host import JAVA_OPENS
 from rstack.config import Config, load_config
 from rstack.data.discover import discover, make_batches, read_klines
 from rstack.data.validate import in_time_order, validate_klines

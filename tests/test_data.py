@@ -135,7 +135,7 @@ def test_fingerprint_sees_a_changed_value_in_a_file_of_equal_size_and_rows(tmp_p
     import pyarrow.parquet as pq
 
     from rstack.config import load_config
-    from rstack.training.driver import _open_run
+    from rstack.training.resume import open_run
     from tests.conftest import ROOT
 
     frame = klines(50).assign(close=[1.0 + i / 100 for i in range(50)])
@@ -147,7 +147,7 @@ def test_fingerprint_sees_a_changed_value_in_a_file_of_equal_size_and_rows(tmp_p
     write(frame)
     before = discover(tmp_path)
     cfg = load_config(ROOT / "configs" / "laptop.yaml", {}, environ={})
-    run = _open_run(tmp_path / "models", cfg, before, None)
+    run = open_run(tmp_path / "models", cfg, before, None)
     run.fail()
     write(frame.assign(close=frame["close"].where(frame.index != 20, 1.205)))
     after = discover(tmp_path)
@@ -156,7 +156,7 @@ def test_fingerprint_sees_a_changed_value_in_a_file_of_equal_size_and_rows(tmp_p
     assert before.matches(before.fingerprint()) and not after.matches(before.fingerprint())
     # --resume refuses the rewritten data (rescore compares the same way).
     with pytest.raises(InputError, match=rf"run {run.run_id} was started on other data"):
-        _open_run(tmp_path / "models", cfg, after, run.run_id)
+        open_run(tmp_path / "models", cfg, after, run.run_id)
 
 
 def test_data_check_reads_timestamps_finer_than_a_millisecond(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ import pytest
 from rstack.cluster.runtime import Runtime
 from rstack.errors import InputError, TrainingError
 from rstack.models.level0 import BatchSpec
-from rstack.training.driver import TrainResult, run_batches, train
+from rstack.training.driver import TrainResult, train
 from rstack.training.runs import RunDir, resolve_run
+from rstack.training.scheduler import run_batches
 from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT, light_config, set_host_env
 
 pytestmark = pytest.mark.slow
@@ -169,15 +170,15 @@ def _java_error(spark: Any, state: dict) -> None:
 def test_a_jvm_error_reaches_the_retry_line_with_its_cause(on_host: Callable[..., Any]) -> None:
     from ray.exceptions import RayTaskError
 
-    from rstack.cluster.runtime import SparkJobError
-    from rstack.training.driver import _cause
+    from rstack.cluster.spark_host import SparkJobError
+    from rstack.training.scheduler import cause_of
 
     # A Py4J error holds the JVM gateway and does not pickle; the driver must still learn its cause.
     with pytest.raises(RayTaskError) as info:
         on_host(_java_error)
     assert isinstance(info.value.cause, SparkJobError)
-    assert 'NumberFormatException: For input string: "not-a-number"' in _cause(info.value)
-    assert "serializ" not in _cause(info.value)
+    assert 'NumberFormatException: For input string: "not-a-number"' in cause_of(info.value)
+    assert "serializ" not in cause_of(info.value)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +198,7 @@ def test_a_jvm_error_reaches_the_retry_line_with_its_cause(on_host: Callable[...
     ],
 )
 def test_spark_error_summary_names_the_lost_executor(text: str, want: str) -> None:
-    from rstack.cluster.runtime import spark_error_summary
+    from rstack.cluster.spark_host import spark_error_summary
 
     assert spark_error_summary(text).startswith(want)
 

@@ -104,7 +104,7 @@ def test_xgboost_draws_as_many_features_per_split_as_spark(n_features: int) -> N
 def spark() -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
-    from rstack.cluster.runtime import JAVA_OPENS
+    from rstack.cluster.spark_host import JAVA_OPENS
 
     # Python workers (pandas UDFs, xgboost's barrier task) must run this interpreter, as Runtime arranges.
     before = os.environ.get("PYSPARK_PYTHON")

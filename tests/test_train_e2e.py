@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from rstack.cli.app import app
 from rstack.data.discover import discover
-from rstack.training.driver import TrainResult, max_overlap
+from rstack.training.driver import TrainResult
 from rstack.training.rescore import rescore_run
+from rstack.training.scheduler import max_overlap
 from tests.conftest import LIGHT_DEPTH, LIGHT_TREES
 
 pytestmark = pytest.mark.slow

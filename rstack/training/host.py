@@ -1,0 +1,98 @@
+"""Functions that run inside the Spark host actor (``cluster/spark_host.py``), one per kind of Spark job.
+
+The driver ships them with ``Runtime.call``; each gets the host's SparkSession and its per-run state
+(the cached training table) first, then the driver's arguments. They do the Spark work; the driver
+only moves object references and small metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from rstack.config import Config, Level0Config
+from rstack.data.discover import Dataset
+from rstack.faults import crash_point
+from rstack.features.table import build_training_table
+from rstack.features.vol import har_columns
+from rstack.models.estimators import gradient_boosted, har_logit, random_forest
+from rstack.models.level0 import BatchSpec, fit_level0_batch, probability_of_one
+from rstack.models.meta import base_rows, fit_levels_1_2
+from rstack.training.checkpoint import save_batch
+from rstack.training.runs import writing_into
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def host_prepare(
+    spark: SparkSession, state: dict[str, Any], run_key: str, dataset: Dataset, cfg: Config
+) -> dict[str, Any]:
+    table, summary = build_training_table(spark, dataset, cfg)
+    state[run_key] = table
+    return summary
+
+
+def host_level0(
+    spark: SparkSession,
+    state: dict[str, Any],
+    run_key: str,
+    batch: BatchSpec,
+    feature_cols: list[str],
+    cfg: Level0Config,
+    run_work: str,
+) -> tuple[dict[str, Any], pa.Table]:
+    model_rel = f"level0/{batch.name}"
+    with writing_into(Path(run_work)):
+        meta, table = fit_level0_batch(state[run_key], batch, feature_cols, cfg, f"{run_work}/{model_rel}")
+        meta["checkpoint_seconds"] = save_batch(Path(run_work), batch.name, model_rel, meta, table)
+    return meta, table
+
+
+def host_baseline(
+    spark: SparkSession, state: dict[str, Any], run_key: str, kind: str, feature_cols: list[str], cfg: Config
+) -> pa.Table:
+    """A single model of all symbols, as the stack's honest competitor; scores test rows only."""
+    from pyspark.sql import functions as F
+
+    table = state[run_key]
+    if kind == "single_rf":
+        model = random_forest(feature_cols, cfg.level0).fit(table.where(F.col("segment") == 0))
+    elif kind == "har_logit":
+        # The domain's standard: HAR's three log realized volatilities, all history before test.
+        model = har_logit(har_columns(cfg.features)).fit(table.where(F.col("segment") <= 2))
+    else:
+        # Everything before test: as much history as the whole stack sees across its three levels.
+        model = gradient_boosted(feature_cols, cfg.level0.seed).fit(table.where(F.col("segment") <= 2))
+    scored = probability_of_one(model, table.where(F.col("segment") == 3), f"baseline_{kind}").toPandas()
+    return pa.Table.from_pandas(scored, preserve_index=False)
+
+
+def host_meta(
+    spark: SparkSession,
+    state: dict[str, Any],
+    run_key: str,
+    cfg: Config,
+    run_path: str,
+    prior: float,
+    n_l0: int,
+    *tables: pa.Table,
+) -> dict[str, Any]:
+    crash_point("meta.start")
+    base = base_rows(state[run_key], cfg.level1.context)
+    l0_tables, baseline_tables = list(tables[:n_l0]), list(tables[n_l0:])
+    result, test = fit_levels_1_2(
+        spark, base, l0_tables, cfg, f"{run_path}/level1", f"{run_path}/level2", prior, baseline_tables
+    )
+    Path(run_path, "predictions").mkdir(exist_ok=True)
+    test.to_parquet(Path(run_path, "predictions", "test.parquet"), index=False)
+    result.pop("l2_fit_predictions").to_parquet(Path(run_path, "predictions", "l2_fit.parquet"), index=False)
+    return result
+
+
+def host_release(spark: SparkSession, state: dict[str, Any], run_key: str) -> None:
+    table = state.pop(run_key, None)
+    if table is not None:
+        table.unpersist()
