@@ -6,9 +6,11 @@ import functools
 import hashlib
 import http.server
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ from typer.testing import CliRunner
 from rstack.cli.app import app
 from rstack.data.binance import import_archives
 from rstack.data.check import check_dir
-from rstack.data.download import DownloadError, download, months
+from rstack.data.download import DownloadError, download, fetch, months
 from rstack.errors import InputError
 
 HOUR = 3_600_000
@@ -201,6 +203,52 @@ def test_download_offline_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="must look like 2024-01"):
         months("2024", "2024-02")
     assert months("2023-11", "2024-02") == ["2023-11", "2023-12", "2024-01", "2024-02"]
+
+
+class _Flaky(http.server.BaseHTTPRequestHandler):
+    """503 with Retry-After on a path's first request, then the file; 403 always on /forbidden."""
+
+    hits: ClassVar[list[tuple[str, float]]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        type(self).hits.append((self.path, time.monotonic()))
+        if self.path.startswith("/forbidden"):
+            self.send_response(403)
+            self.end_headers()
+            return
+        if sum(p == self.path for p, _ in self.hits) == 1:
+            self.send_response(503)
+            self.send_header("Retry-After", "1")
+            self.end_headers()
+            return
+        body = b"x" * 3_000_000  # several stream chunks
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_download_honours_retry_after_and_does_not_retry_a_refusal(tmp_path: Path) -> None:
+    _Flaky.hits.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert fetch(f"{base}/busy.zip", tmp_path / "busy.zip", retries=2, backoff=0.01)
+        assert (tmp_path / "busy.zip").stat().st_size == 3_000_000
+        assert not list(tmp_path.glob(".*.tmp"))  # streamed through a temporary file, renamed
+        (first, t0), (second, t1) = _Flaky.hits
+        assert first == second == "/busy.zip" and t1 - t0 >= 0.9  # the server's Retry-After, not 0.01 s
+        _Flaky.hits.clear()
+        with pytest.raises(DownloadError, match=r"forbidden.zip answered HTTP 403 \(not retried\)"):
+            fetch(f"{base}/forbidden.zip", tmp_path / "f.zip", retries=3, backoff=0.01)
+        assert len(_Flaky.hits) == 1 and not (tmp_path / "f.zip").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_check_counts_every_problem(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ that the Level-0 work ran on both nodes."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -54,28 +55,32 @@ def test_submitted_training_runs_level0_on_two_nodes(synth_dir: Path, tmp_path: 
         nodes = state(cluster, "nodes")
         assert len(nodes) == 2 and {n["resources_total"]["CPU"] for n in nodes} == {1.0, 2.0}
         args = ["submit", str(synth_dir), "--models", f"file://{models}", "--address", cluster.dashboard_url]
-        args += ["--working-dir", str(ROOT), "--run-id", "multinode-1", "--no-wait"]
+        args += ["--working-dir", str(ROOT), "--run-id", "multinode-1", "--timeout", "900"]
         for key, value in JOB_ENV.items():
             args += ["--env", f"{key}={value}"]
         t0 = time.time()
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, result.output
-        assert "job rstack-train-multinode-1 submitted" in result.output
-
-        # While it runs, the head's Prometheus endpoint carries rstack's progress gauges.
+        # `rstack submit` waits, following the job's log (Ray's log tail), while this thread watches
+        # the head's Prometheus endpoint for rstack's progress gauges.
+        outcome: dict[str, Any] = {}
+        follower = threading.Thread(target=lambda: outcome.update(result=CliRunner().invoke(app, args)))
+        follower.start()
         from ray.job_submission import JobSubmissionClient
 
         jobs = JobSubmissionClient(cluster.dashboard_url)
         seen: dict[str, float] = {}
-        status = "PENDING"
-        deadline = time.time() + 900
-        while status not in ("SUCCEEDED", "FAILED", "STOPPED") and time.time() < deadline:
+        while follower.is_alive():
             for line in cluster.metrics().splitlines():
                 for gauge in ("rstack_level0_batches_done", "rstack_level0_batches_total"):
                     if line.startswith(f"ray_{gauge}{{") and 'run="multinode-1"' in line:
                         seen[gauge] = max(seen.get(gauge, 0.0), float(line.rsplit(" ", 1)[1]))
-            status = str(jobs.get_job_status("rstack-train-multinode-1")).split(".")[-1]
-            time.sleep(1)
+            follower.join(timeout=1)
+        result = outcome["result"]
+        assert result.exit_code == 0, result.output[-3000:]
+        assert "job rstack-train-multinode-1 submitted" in result.output
+        assert "job rstack-train-multinode-1 SUCCEEDED" in result.output
+        # The followed log carries the job's own progress lines, in order.
+        assert result.output.index("level0: batch_000 done") < result.output.index("saved to")
+        status = str(jobs.get_job_status("rstack-train-multinode-1")).split(".")[-1]
         logs = jobs.get_job_logs("rstack-train-multinode-1")
         assert status == "SUCCEEDED", logs[-3000:]
         assert seen == {"rstack_level0_batches_done": 2.0, "rstack_level0_batches_total": 2.0}, seen

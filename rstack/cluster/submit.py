@@ -7,6 +7,7 @@ run to a models folder that every node reaches. Paths are as the cluster sees th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 import sys
@@ -121,19 +122,27 @@ def submit(address: str, job: Job, attempts: int = 40, backoff: float = 3.0) -> 
     return jobs
 
 
+async def _follow(jobs: Any, submission_id: str) -> None:
+    """Print the job's log as the job server streams it (Ray's own websocket tail, no refetching)."""
+    async for chunk in jobs.tail_job_logs(submission_id):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+
 def wait(jobs: Any, submission_id: str, timeout: float, echo: bool = True, poll: float = 2.0) -> str:
-    """Wait for a terminal state, printing the job's new log text as it comes; returns the state."""
+    """Wait for a terminal state, printing the job's log as it comes (``echo``); returns the state."""
     deadline = time.time() + timeout
-    shown = 0
-    status = "PENDING"
+    if echo:
+        try:
+            # The stream ends when the job does; the status below is then (nearly) terminal.
+            asyncio.run(asyncio.wait_for(_follow(jobs, submission_id), timeout))
+        except asyncio.TimeoutError:
+            pass  # reported below, with the job's state
+        except RuntimeError as exc:
+            # A dropped connection is not the job's failure: keep waiting on its status.
+            log.warning("submit: the log stream of %s broke (%s); waiting on its status", submission_id, exc)
     while True:
         status = str(jobs.get_job_status(submission_id)).split(".")[-1]
-        if echo:
-            logs = jobs.get_job_logs(submission_id)
-            if len(logs) > shown:
-                sys.stdout.write(logs[shown:])
-                sys.stdout.flush()
-                shown = len(logs)
         if status in TERMINAL:
             break
         if time.time() > deadline:

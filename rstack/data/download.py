@@ -1,19 +1,21 @@
 """Fetch monthly kline archives and their checksums from Binance's public data site, then import.
 
-Resumable: an archive already on disk whose checksum verifies is not fetched again. Transient
-failures are retried with exponential backoff; a missing month (HTTP 404) is reported, not retried.
+Resumable: an archive already on disk whose checksum verifies is not fetched again. Files stream to
+disk; transient failures are retried by urllib3's Retry (exponential backoff, Retry-After honoured);
+a missing month (HTTP 404) is reported, a refusal (403) is final.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import urllib3
+from urllib3.util import Retry
+
+from rstack._io import atomic_path
 from rstack.data.binance import verify_checksum
 from rstack.data.rules import check_symbol
 from rstack.errors import InputError, RstackError
@@ -21,6 +23,7 @@ from rstack.errors import InputError, RstackError
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://data.binance.vision"
+RETRY_STATUSES = (429, 500, 502, 503, 504)
 MARKETS = {"spot": "data/spot/monthly/klines", "futures-um": "data/futures/um/monthly/klines"}
 
 
@@ -51,28 +54,54 @@ def months(start: str, end: str) -> list[str]:
     return out
 
 
-def _fetch(url: str, dest: Path, retries: int, backoff: float) -> bool:
-    """Write ``url`` to ``dest``; False on 404; raises DownloadError after the last retry."""
-    for attempt in range(retries + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=60) as resp:
-                tmp = dest.with_name(dest.name + ".part")
-                tmp.write_bytes(resp.read())
-                tmp.replace(dest)
-                return True
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return False
-            cause: Exception = exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            cause = exc
-        if attempt == retries:
+def _pool(retries: int, backoff: float) -> urllib3.PoolManager:
+    """Connections with urllib3's Retry: connection errors and 429/5xx retried with exponential
+    backoff, a server's Retry-After honoured; 403 and other client errors are final."""
+    retry = Retry(
+        total=retries,
+        backoff_factor=backoff,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the last 5xx comes back as a response, reported below with its status
+    )
+    return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=15, read=60))
+
+
+def fetch(
+    url: str, dest: Path, retries: int = 3, backoff: float = 1.0, pool: urllib3.PoolManager | None = None
+) -> bool:
+    """Stream ``url`` to ``dest`` (atomically); False on 404; DownloadError on anything else that fails."""
+    http = pool or _pool(retries, backoff)
+    try:
+        resp = http.request("GET", url, preload_content=False)
+    except urllib3.exceptions.MaxRetryError as exc:
+        raise DownloadError(
+            f"could not fetch {url} after {retries + 1} attempts ({exc.reason}); check the network or --base-url"
+        ) from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise DownloadError(f"could not fetch {url} ({exc}); check the network or --base-url") from exc
+    try:
+        if resp.status == 404:
+            return False
+        if resp.status != 200:
+            tried = f"after {retries + 1} attempts" if resp.status in RETRY_STATUSES else "not retried"
             raise DownloadError(
-                f"could not fetch {url} after {retries + 1} attempts ({cause}); check the network or --base-url"
-            ) from cause
-        log.warning("%s: retry %d of %d after %s", url, attempt + 1, retries, cause)
-        time.sleep(backoff * 2**attempt)
-    return False  # unreachable; keeps type checkers content
+                f"{url} answered HTTP {resp.status} ({tried}); check --base-url, --market and the symbol, "
+                "or try again later"
+            )
+        try:
+            with atomic_path(dest) as tmp, tmp.open("wb") as out:
+                for chunk in resp.stream(1 << 20):
+                    out.write(chunk)
+        except urllib3.exceptions.HTTPError as exc:
+            raise DownloadError(
+                f"the connection broke while fetching {url} ({exc}); run the same command again "
+                "(verified archives are kept, only the rest is fetched)"
+            ) from exc
+        return True
+    finally:
+        resp.release_conn()
 
 
 def download(
@@ -94,6 +123,7 @@ def download(
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     result = DownloadResult()
+    pool = _pool(retries, backoff)
     for sym in symbols:
         for month in months(start, end):
             name = f"{sym}-{interval}-{month}.zip"
@@ -106,10 +136,10 @@ def download(
                         continue
                 except InputError:
                     log.warning("%s: checksum mismatch, fetching again", archive)
-            if not _fetch(url + ".CHECKSUM", check, retries, backoff):
+            if not fetch(url + ".CHECKSUM", check, retries, backoff, pool):
                 result.missing.append(name)
                 continue
-            if not _fetch(url, archive, retries, backoff):
+            if not fetch(url, archive, retries, backoff, pool):
                 check.unlink(missing_ok=True)
                 result.missing.append(name)
                 continue
