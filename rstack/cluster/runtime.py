@@ -107,7 +107,8 @@ class Runtime:
         try:
             from ray._private import worker
 
-            self.info["ray_session_dir"] = worker._global_node.get_session_dir_path()
+            node = worker._global_node
+            self.info["ray_session_dir"] = node.get_session_dir_path() if node is not None else None
         except Exception:  # noqa: BLE001 - only a log location; absent on client connections
             self.info["ray_session_dir"] = None
 

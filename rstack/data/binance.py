@@ -155,7 +155,7 @@ def _precedence(path: Path) -> tuple[int, str]:
     the one applied last wins. Monthly archives come after daily ones: Binance publishes them after
     the month closes, so they are the later revision."""
     m = NAME.match(path.name)
-    monthly = bool(m) and len(m["date"]) == 7
+    monthly = m is not None and len(m["date"]) == 7
     return (1 if monthly else 0, path.name)
 
 

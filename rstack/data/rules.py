@@ -24,7 +24,8 @@ MICROS_THRESHOLD = 10**14
 SAFE_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SAFE_SYMBOL_HINT = "use letters, digits, '.', '_' or '-' (1-64 characters, not starting with '.'), e.g. BTCUSDT"
 
-T = TypeVar("T")
+# A Spark Column, a pandas Series or a numpy array: they share the operators, not a type mypy knows.
+T = TypeVar("T", bound=Any)
 
 
 def check_symbol(symbol: str, where: str) -> str:

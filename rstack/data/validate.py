@@ -104,31 +104,32 @@ def validate_klines(
 
     counts: dict[str, dict[str, int]] = {}
     for sym in sorted(stats):
-        r = stats[sym]
+        st = stats[sym]
         files = _files(dataset, sym)
         # Bad values first: a row with a broken price is no evidence of a conflict either way.
-        bad = {k: r[k] for k in BAD_VALUE_KINDS if r[k]}
+        bad = {k: st[k] for k in BAD_VALUE_KINDS if st[k]}
         if bad:
-            kind = min(bad, key=lambda k: r[f"first_{k}"])
+            kind = min(bad, key=lambda k: st[f"first_{k}"])
             raise InputError(
-                f"symbol {sym} ({files}): bad values in {r['bad_rows']} rows ("
+                f"symbol {sym} ({files}): bad values in {st['bad_rows']} rows ("
                 + ", ".join(f"{k} {v}" for k, v in bad.items())
-                + f"), first {kind} at open_time {r[f'first_{kind}']} ({utc_text(r[f'first_{kind}'])}); "
+                + f"), first {kind} at open_time {st[f'first_{kind}']} ({utc_text(st[f'first_{kind}'])}); "
                 "fix or drop those rows in the source (`rstack data check` lists them per symbol)"
             )
-        if r["conflicting"]:
+        if st["conflicting"]:
             raise InputError(
-                f"symbol {sym} ({files}): {r['conflicting']} open_time value(s) appear in rows with different "
+                f"symbol {sym} ({files}): {st['conflicting']} open_time value(s) appear in rows with different "
                 "values; keep one row per (symbol, open_time) (`rstack data check` counts them)"
             )
-        counts[sym] = {"duplicate_rows_removed": r["duplicates"]}
+        counts[sym] = {"duplicate_rows_removed": st["duplicates"]}
     totals: dict[int, int] = {}
     for own in steps.values():
         for dt, n in own.items():
             totals[dt] = totals.get(dt, 0) + n
     if not totals and interval is None:
         raise InputError("every symbol has a single candle; rstack needs a time series per symbol")
-    bar_ms = interval if (grid_only and interval) or not totals else interval_of(totals)
+    # With no steps to measure (single candles), the caller's interval is the grid; one was given (else raised).
+    bar_ms = interval if interval is not None and (grid_only or not totals) else interval_of(totals)
     if interval is not None and bar_ms != interval:
         raise wrong_interval(bar_ms, interval, dataset.root if dataset is not None else "the klines given")
     for sym in counts:

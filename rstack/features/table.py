@@ -100,6 +100,8 @@ def fold_cut(klines: DataFrame, until: float) -> int | None:
     if until >= 1.0:
         return None
     span = klines.agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).first()
+    if span is None or span["lo"] is None:
+        return None  # no candles: nothing to cut
     return int(span["lo"] + until * (span["hi"] - span["lo"]))
 
 
@@ -227,9 +229,9 @@ def _build(
             purged[f"boundary_{r['_boundary']}"] += r["count"]
         else:
             segment_rows.setdefault(r["symbol"], {n: 0 for n in SEGMENTS})[SEGMENTS[r["segment"]]] += r["count"]
-    for r in label_stats:
-        rows_by_segment[SEGMENTS[r["segment"]]] = int(r["rows"])
-    summary = {
+    for stat in label_stats:
+        rows_by_segment[SEGMENTS[stat["segment"]]] = int(stat["rows"])
+    summary: dict[str, Any] = {
         "symbols": included,
         "excluded_symbols": excluded,
         "feature_columns": feature_names(cfg.features),
@@ -261,7 +263,7 @@ def _build(
             for r in per_symbol
         },
     }
-    totals = {
+    totals: dict[str, Any] = {
         k: sum(s[k] for s in summary["per_symbol"].values())
         for k in ("rows", "dropped_warmup", "dropped_no_label", "dropped_invalid", "usable")
     }

@@ -8,7 +8,7 @@ The test segment is touched only to evaluate.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 import pyarrow as pa
@@ -25,6 +25,7 @@ from rstack.models.metrics import evaluate
 
 if TYPE_CHECKING:
     from pyspark.ml import Pipeline, PipelineModel
+    from pyspark.ml.classification import LogisticRegressionModel, RandomForestClassificationModel
     from pyspark.sql import DataFrame, SparkSession
 
 L1_COL, L2_COL, PRIOR_COL = "l1", "l2", "baseline_prior"
@@ -119,7 +120,9 @@ def fit_levels_1_2(
     l2.write().overwrite().save(level2_path)
     timings = {"level1_fit": t1 - t0, "level2_fit": t2 - t1, "evaluate": t3 - t2, "save_meta": time.time() - t3}
     columns = [*KEY, "label", *l0_cols, L1_COL, L2_COL, BASELINE_COL, PRIOR_COL]
-    lr = l2.stages[-1]
+    # The pipelines end in the estimators built above: a forest (Level 1), a logistic regression (Level 2).
+    forest = cast("RandomForestClassificationModel", l1.stages[-1])
+    lr = cast("LogisticRegressionModel", l2.stages[-1])
     test_columns = [*columns, *extra_cols]
     result = {
         "metrics": metrics,
@@ -128,7 +131,7 @@ def fit_levels_1_2(
         "level1": {
             "inputs": l1_inputs,
             "feature_importances": dict(
-                zip(l1_inputs, l1.stages[-1].featureImportances.toArray().tolist(), strict=True)
+                zip(l1_inputs, forest.featureImportances.toArray().tolist(), strict=True)
             ),
         },
         "level2": {

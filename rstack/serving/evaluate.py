@@ -26,6 +26,7 @@ from rstack.models.bundle import Bundle
 from rstack.models.meta import PRIOR_COL, evaluate_test
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
 EVALUATION = "evaluation"
@@ -40,6 +41,7 @@ def _refuse_overlap(klines: DataFrame, dataset: Dataset, manifest: dict[str, Any
         F.count("*").alias("n"), F.min("open_time").alias("lo"), F.max("open_time").alias("hi")
     )
     hit = row.first()
+    assert hit is not None  # a global aggregate always has its one row
     if hit["n"]:
         raise InputError(
             f"{dataset.root}: {hit['n']} candles from {utc_text(hit['lo'])} to {utc_text(hit['hi'])} "
@@ -76,8 +78,8 @@ def evaluate_new_data(spark: SparkSession, state: dict[str, Any], run_dir: str, 
         counts = table.groupBy("symbol", status.alias("_status")).count().collect()
         usable = table.where(known & (F.col("_status") == "ok")).withColumn("segment", F.lit(3))
         rows = labelled(spark, usable, thresholds, medians, table_columns(cfg.features, with_vol), cfg)
-        scored = bundle.score_features(rows).toPandas()
-        truth = rows.select(*KEY, "label", BASELINE_COL).toPandas()
+        scored: pd.DataFrame = bundle.score_features(rows).toPandas()
+        truth: pd.DataFrame = rows.select(*KEY, "label", BASELINE_COL).toPandas()
     finally:
         for df in cached:
             with contextlib.suppress(Exception):  # the session may be gone; the error on its way out matters

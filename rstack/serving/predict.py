@@ -13,6 +13,7 @@ from rstack.features.windows import repair_columns
 from rstack.models.bundle import Bundle
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
 
@@ -43,7 +44,8 @@ def predict_dir(
             .collect()
         )
         preds = bundle.score_features(feats.where(F.col("_status") == "ok"), threshold)
-        frame = preds.toPandas().sort_values(["symbol", "open_time"], kind="mergesort").reset_index(drop=True)
+        frame: pd.DataFrame = preds.toPandas()
+        frame = frame.sort_values(["symbol", "open_time"], kind="mergesort").reset_index(drop=True)
     finally:
         for df in cached:
             with contextlib.suppress(Exception):  # the session may be gone; the error on its way out matters

@@ -105,7 +105,7 @@ def process_micro_batch(
     from pyspark.sql import functions as F
 
     t0 = time.time()
-    new = batch.select(
+    new: pd.DataFrame = batch.select(
         "symbol",
         to_ms_spark(F.col("open_time")).alias("open_time"),
         *[F.col(c).cast("double") for c in PRICE_COLUMNS],
@@ -157,7 +157,8 @@ def process_micro_batch(
             fresh_feats = feats.frame.where(F.col("_new")).persist()
             cached.append(fresh_feats)
             counts = {r["_status"]: r["count"] for r in fresh_feats.groupBy("_status").count().collect()}
-            preds = bundle.score_features(fresh_feats.where(F.col("_status") == "ok"), threshold).toPandas()
+            ok = fresh_feats.where(F.col("_status") == "ok")
+            preds: pd.DataFrame = bundle.score_features(ok, threshold).toPandas()
         finally:
             for df in cached:
                 df.unpersist()
@@ -220,7 +221,7 @@ def stream_dir(
     query = writer.queryName(f"rstack-stream-{bundle.manifest['run_id']}").start()
     state["stream_query"] = query
     try:
-        query.awaitTermination(timeout)
+        query.awaitTermination(timeout)  # type: ignore[arg-type]  # pyspark's stub says int; seconds may be fractional
     except Exception as exc:
         raise RstackError(f"the stream over {watch_dir} failed: {exc}; see the checkpoint {ckpt}") from exc
     finally:

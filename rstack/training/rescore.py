@@ -16,6 +16,7 @@ from rstack.models.bundle import Bundle
 from rstack.models.meta import PRIOR_COL, evaluate_test
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import SparkSession
 
 
@@ -35,8 +36,8 @@ def rescore_run(spark: SparkSession, state: dict[str, Any], run_dir: str, datase
     table, _ = build_training_table(spark, dataset, bundle.config)
     try:
         rows = table.where(F.col("segment") == 3)
-        scored = bundle.score_features(rows).toPandas()
-        truth = rows.select(*KEY, "label", BASELINE_COL).toPandas()
+        scored: pd.DataFrame = bundle.score_features(rows).toPandas()
+        truth: pd.DataFrame = rows.select(*KEY, "label", BASELINE_COL).toPandas()
     finally:
         table.unpersist()
     test = truth.merge(scored, on=list(KEY), how="left", validate="one_to_one")
