@@ -1,4 +1,4 @@
-"""The one path from klines to features. Training (``prepare.py``), ``rstack predict``, the
+"""The one path from klines to features. Training (``features/table.py``), ``rstack predict``, the
 stream's micro-batches and rescoring all call :func:`to_features`, so a row is checked, repaired,
 featurized and given its status by the same code wherever it is scored:
 
