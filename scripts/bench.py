@@ -172,7 +172,7 @@ def run_env(letter: str, setup: Setup, temp: Path) -> dict[str, str]:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": str(temp), "RSTACK_RUNTIME__RAY_TEMP_DIR": str(temp)}
     env.pop("RAY_ADDRESS", None)  # a local Ray per run, never a cluster this shell happens to point at
     if not setup.baselines:
-        # An empty value parses as an empty list (rstack.config._coerce); "[]" would be one baseline named "[]".
+        # An empty value parses as an empty list (rstack.config.checks.listed); "[]" would be one baseline named "[]".
         env["RSTACK_EVAL__BASELINES"] = ""
     if letter == "d":
         env["RSTACK_LEVEL0__LEARNER"] = "xgboost_rf"

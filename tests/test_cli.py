@@ -62,7 +62,7 @@ def test_synth_is_finite_and_valid(tmp_path: Path, symbols: int, rows: int, seed
 
 @pytest.mark.parametrize("threshold", [0.5, 0.3, 0.65])
 def test_metrics_table_names_the_threshold_its_confusion_counts_use(threshold: float) -> None:
-    from rstack.cli.output import format_metrics
+    from rstack.reporting.tables import format_metrics
 
     row = {"roc_auc": 0.7, "pr_auc": 0.5, "log_loss": 0.6, "brier": 0.2, "rows": 10, "positive_rate": 0.3}
     table = format_metrics({"level2": {**row, "confusion": {"tp": 1, "fp": 2, "tn": 3, "fn": 4}}}, threshold)

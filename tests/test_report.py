@@ -12,13 +12,18 @@ import re
 import shutil
 import struct
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from rstack.errors import InputError
+from rstack.models.metrics import average_precision
+from rstack.reporting.curves import calibration_bins, f1_threshold, pr_points, roc_points
 from rstack.reporting.report import summary_table, write_report
+from rstack.reporting.tables import format_metrics, metrics_row
 from rstack.training.driver import TrainResult
 
 pytestmark = pytest.mark.slow
@@ -202,3 +207,83 @@ def test_missing_inputs_name_the_file(trained: TrainResult, tmp_path: Path) -> N
     shutil.copy2(trained.run_dir / "manifest.json", tmp_path / "manifest.json")
     with pytest.raises(InputError, match=r"predictions/test\.parquet not found.*rstack train"):
         write_report(tmp_path)
+
+
+# --------------------------------------------------------------------------- no run needed: curves and tables
+
+
+def tied(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 2, n).astype(float), np.round(rng.random(n), 1)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_f1_threshold_matches_exact_counting_on_ties(seed: int) -> None:
+    # Exact fractions, highest threshold first: ties must go to the higher threshold, as documented.
+    y, p = tied(seed, 5 + seed)
+    pos = int(y.sum())
+    if pos == 0:
+        assert f1_threshold(y, p) is None
+        return
+    best: tuple[float, Fraction] | None = None
+    for t in np.unique(p)[::-1]:
+        tp, fp = int(((p >= t) & (y == 1)).sum()), int(((p >= t) & (y == 0)).sum())
+        f1 = Fraction(2 * tp, tp + fp + pos)
+        if best is None or f1 > best[1]:
+            best = (float(t), f1)
+    assert best is not None
+    assert f1_threshold(y, p) == (best[0], float(best[1]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_curve_points_on_ties(seed: int) -> None:
+    y, p = tied(seed, 300)
+    fpr, tpr = roc_points(y, p)
+    # One point per distinct score after (0, 0): the rates of the rule p >= t, highest t first.
+    rules = [p >= t for t in np.unique(p)[::-1]]
+    assert np.array_equal(fpr, [0.0] + [(r & (y == 0)).sum() / (y == 0).sum() for r in rules])
+    assert np.array_equal(tpr, [0.0] + [(r & (y == 1)).sum() / (y == 1).sum() for r in rules])
+    recall, precision = pr_points(y, p)
+    assert (recall[0], recall[-1], precision[-1]) == (1.0, 0.0, 1.0)
+    # Drawn steps-post by decreasing recall, the area under the steps is the legend's average precision.
+    assert np.sum(-np.diff(recall) * precision[:-1]) == pytest.approx(average_precision(y, p), abs=1e-12)
+    q = 0.9 * p + 0.042  # 0.042, 0.132, ...: off the bin edges, where binning conventions differ
+    mean_p, rate = calibration_bins(y, q)
+    bins = np.floor(q * 10).astype(int)
+    assert np.allclose(rate, [y[bins == b].mean() for b in np.unique(bins)], atol=1e-12)
+    assert np.allclose(mean_p, [q[bins == b].mean() for b in np.unique(bins)], atol=1e-12)
+
+
+def test_one_label_class_draws_no_curve() -> None:
+    p = np.array([0.2, 0.4, 0.6])
+    assert all(len(a) == 0 for a in (*roc_points(np.zeros(3), p), *pr_points(np.zeros(3), p)))
+
+
+def test_metrics_tables_share_one_row_builder() -> None:
+    m = {
+        "roc_auc": 0.71587,
+        "pr_auc": 0.655,
+        "log_loss": 0.6087,
+        "brier": 0.2104,
+        "rows": 8094,
+        "positive_rate": 0.42587,
+        "confusion": {"tp": 1845, "fp": 1060, "tn": 3587, "fn": 1602},
+    }
+    # The layout `rstack train` and `rstack runs show` have always printed.
+    assert format_metrics({"level2": m}, 0.5).splitlines() == [
+        "model                     ROC-AUC   PR-AUC  logloss   Brier     rows   pos%   tp/fp/tn/fn @0.5",
+        "-" * 94,
+        "level2                     0.7159   0.6550   0.6087  0.2104     8094   42.6   1845/1060/3587/1602",
+    ]
+    cells = ["level2", "0.7159", "0.6550", "0.6087", "0.2104", "8094", "42.6", "1845/1060/3587/1602"]
+    assert metrics_row("level2", m) == cells
+    # A one-class segment's NaN (null in manifest.json) shows as n/a in both tables.
+    assert metrics_row("level2", {**m, "roc_auc": None})[1] == "n/a"
+    assert "n/a" in format_metrics({"level2": {**m, "roc_auc": float("nan")}}, 0.5)
+    summary = {"metrics": {"level2": {"roc_auc": 0.71587, "pr_auc": None, "brier": 0.2104}}, "verdict": "v"}
+    assert summary_table(summary).splitlines() == [
+        "model                       ROC-AUC   PR-AUC    Brier",
+        "-" * 53,
+        "level2                       0.7159      n/a   0.2104",
+        "verdict: v",
+    ]

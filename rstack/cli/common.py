@@ -17,7 +17,7 @@ RunsFolder = Annotated[Path, typer.Option("--models", "-m", help="Folder holding
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "laptop.yaml"
 
 
-class _Console(logging.StreamHandler):  # type: ignore[type-arg]
+class _Console(logging.StreamHandler):
     """Writes to whatever sys.stderr is at emit time: a test runner swaps (and closes) it per call."""
 
     def emit(self, record: logging.LogRecord) -> None:

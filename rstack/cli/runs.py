@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from rstack.cli.common import RunsFolder, fail
-from rstack.cli.output import format_metrics
 from rstack.errors import RstackError
+from rstack.reporting.tables import format_metrics
 
 runs_app = typer.Typer(help="List and show the runs in a models folder.")
 

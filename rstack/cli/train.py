@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from rstack.cli.common import RunsFolder, fail, interrupt, run_folder, runtime_config, setup_logging
-from rstack.cli.output import format_metrics
 from rstack.errors import InputError, RstackError
+from rstack.reporting.tables import format_metrics
 
 
 def train(

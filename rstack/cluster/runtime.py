@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 HOST_NAME = "rstack-spark-host"
 EXECUTOR_WAIT_SECONDS = 120.0
 
+
 def _actor_alive(ray: Any, name: str) -> bool:
     try:
         ray.get_actor(name)

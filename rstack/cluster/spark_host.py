@@ -201,5 +201,3 @@ def portable(exc: Exception) -> Exception:
     except Exception:  # noqa: BLE001 - any pickling failure means: send the text instead
         return SparkJobError(f"{type(exc).__name__}: {spark_error_summary(str(exc))}")
     return exc
-
-

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rstack.config import FeatureConfig
+from rstack.config import Config, FeatureConfig
+from rstack.errors import ConfigError
 from rstack.features.vol import REPAIR_FLAGS as VOL_REPAIR_FLAGS
 from rstack.features.vol import add_raw_vol, raw_columns, scaled_names
 
@@ -60,6 +61,17 @@ def table_columns(cfg: FeatureConfig, with_vol: bool = True) -> list[str]:
     carried whatever the feature set for the HAR-logit baseline and for Level 1's context."""
     feats = feature_names(cfg)
     return [*feats, *(c for c in scaled_names(cfg) if with_vol and c not in feats)]
+
+
+def check_context(cfg: Config) -> None:
+    """Level 1's context features must be columns of the training table. Checked where a run starts,
+    not in the config: which columns a feature set makes is the features' to know."""
+    allowed = table_columns(cfg.features)
+    if not set(cfg.level1.context) <= set(allowed):
+        raise ConfigError(
+            f"level1.context = {cfg.level1.context!r} is invalid: use columns of the training table for "
+            f"feature_set {cfg.features.feature_set!r}: {', '.join(allowed)} (or [])"
+        )
 
 
 def needs_vol(features: FeatureConfig, context: tuple[str, ...], baselines: tuple[str, ...]) -> bool:

@@ -130,9 +130,7 @@ def fit_levels_1_2(
         "timings": timings,
         "level1": {
             "inputs": l1_inputs,
-            "feature_importances": dict(
-                zip(l1_inputs, forest.featureImportances.toArray().tolist(), strict=True)
-            ),
+            "feature_importances": dict(zip(l1_inputs, forest.featureImportances.toArray().tolist(), strict=True)),
         },
         "level2": {
             "inputs": l2_inputs,

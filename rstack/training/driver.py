@@ -19,6 +19,7 @@ from rstack._io import write_manifest
 from rstack.config import Config
 from rstack.data.discover import Dataset, discover, make_batches
 from rstack.errors import RstackError, TrainingError
+from rstack.features.windows import check_context
 from rstack.models.bundle import Bundle, model_checksums
 from rstack.models.level0 import BatchSpec
 from rstack.training.host import host_baseline, host_level0, host_meta, host_prepare, host_release
@@ -166,6 +167,7 @@ def train(
     data: its checkpointed Level-0 batches are reused, the rest is computed as in a fresh run.
     """
     t_start = time.time()
+    check_context(cfg)
     dataset = discover(Path(data_dir))
     run = open_run(models_dir, cfg, dataset, resume, run_id)
     with _run_log(run):

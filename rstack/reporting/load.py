@@ -1,0 +1,122 @@
+"""Reading a run folder for the report: the manifest, the saved predictions, and the checks on them.
+
+Only ``manifest.json`` and ``predictions/*.parquet`` are read, so a copied run folder needs no Spark or Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rstack._io import MANIFEST, load_manifest
+from rstack.errors import InputError
+from rstack.models.metrics import finite, roc_auc
+from rstack.reporting.names import column_for, ordered_models
+
+TEST_PREDICTIONS = Path("predictions") / "test.parquet"
+L2_FIT_PREDICTIONS = Path("predictions") / "l2_fit.parquet"
+# Manifest metrics and metrics recomputed from the predictions file should agree to float noise.
+AUC_TOLERANCE = 1e-6
+
+# Scores per model: (labels, probabilities) of the rows where both are finite.
+Scores = tuple[np.ndarray, np.ndarray]
+# Level 2's coefficients: (input names, coefficients, intercept).
+Coefficients = tuple[list[str], list[float], float | None]
+
+
+def load_run_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of a finished run (one with a metrics section)."""
+    manifest = load_manifest(run_dir)
+    if not isinstance(manifest.get("metrics"), dict):
+        raise InputError(
+            f"{run_dir / MANIFEST} has no 'metrics' section; it is not a finished rstack run, train it again"
+        )
+    return manifest
+
+
+def load_predictions(path: Path) -> pd.DataFrame:
+    """A predictions file written by rstack train, with its key, label and Level-2 columns checked."""
+    if not path.is_file():
+        raise InputError(
+            f"{path} not found; the run folder is incomplete. Re-create it with `rstack train` "
+            "(or restore the predictions folder from the copy you took the run from)"
+        )
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable Parquet file ({exc}); retrain the run to re-create it") from exc
+    missing = [c for c in ("symbol", "open_time", "label", "l2") if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {missing}; it was not written by rstack train, retrain the run")
+    return frame
+
+
+def scores(frame: pd.DataFrame, column: str) -> Scores:
+    """Labels and scores of the rows where both are finite."""
+    y = frame["label"].to_numpy(dtype=float)
+    p = frame[column].to_numpy(dtype=float)
+    keep = np.isfinite(y) & np.isfinite(p)
+    return y[keep], p[keep]
+
+
+def model_scores(test: pd.DataFrame, metrics: dict[str, dict[str, Any]]) -> tuple[dict[str, Scores], list[str]]:
+    """Test scores of every model in the metrics that has a predictions column, and notes on the ones that
+    are missing or whose recomputed ROC-AUC disagrees with the manifest."""
+    found: dict[str, Scores] = {}
+    notes: list[str] = []
+    for model in ordered_models(metrics):
+        col = column_for(model)
+        if col not in test.columns:
+            notes.append(f"{model}: no column {col!r} in {TEST_PREDICTIONS}; left out of the plots.")
+            continue
+        y, p = scores(test, col)
+        found[model] = (y, p)
+        recomputed, stored = finite(roc_auc(y, p)), finite(metrics[model].get("roc_auc"))
+        if recomputed is not None and stored is not None and abs(recomputed - stored) > AUC_TOLERANCE:
+            notes.append(
+                f"{model}: test ROC-AUC from {TEST_PREDICTIONS} is {recomputed:.4f}, the manifest says "
+                f"{stored:.4f}; the predictions file does not match this run's metrics."
+            )
+    return found, notes
+
+
+def l2_fit_overlap(l2_fit: pd.DataFrame, test: pd.DataFrame, manifest: dict[str, Any]) -> str | None:
+    """Why the L2-fit rows may not be used to pick a threshold, or None when they are safe to use."""
+    cutoffs = manifest.get("cutoffs", {}).get("cutoffs_ms") or []
+    if len(cutoffs) == 3 and len(l2_fit) and int(l2_fit["open_time"].max()) >= int(cutoffs[2]):
+        return f"its rows reach past the test cutoff {manifest['cutoffs'].get('cutoffs_utc', cutoffs)[2]}"
+    shared = l2_fit[["symbol", "open_time"]].merge(test[["symbol", "open_time"]], on=["symbol", "open_time"])
+    if len(shared):
+        return f"{len(shared)} of its rows are also test rows"
+    return None
+
+
+def level0_importances(manifest: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:
+    """(batch name, feature importances) of every Level-0 model the manifest gives importances for."""
+    return [
+        (str(entry.get("name", f"batch_{i:03d}")), entry["feature_importances"])
+        for i, entry in enumerate(manifest.get("level0") or [])
+        if isinstance(entry, dict)
+        and isinstance(entry.get("feature_importances"), dict)
+        and entry["feature_importances"]
+    ]
+
+
+def meta_models(manifest: dict[str, Any]) -> tuple[dict[str, float] | None, Coefficients | None]:
+    """Level 1's feature importances and Level 2's coefficients, each None when the manifest lacks it."""
+    l1_section: dict[str, Any] = manifest["level1"] if isinstance(manifest.get("level1"), dict) else {}
+    l2_section: dict[str, Any] = manifest["level2"] if isinstance(manifest.get("level2"), dict) else {}
+    l1_imp = l1_section.get("feature_importances")
+    importances = {str(k): float(v) for k, v in l1_imp.items()} if isinstance(l1_imp, dict) and l1_imp else None
+    coefs = l2_section.get("coefficients")
+    coefficients: Coefficients | None = None
+    if isinstance(coefs, list) and coefs:
+        inputs = l2_section.get("inputs") or l2_section.get("features")
+        if not (isinstance(inputs, list) and len(inputs) == len(coefs)):
+            # Level 2 is fitted on the L1 probability alone (rstack/models/meta.py); name it when that holds.
+            inputs = ["l1"] if len(coefs) == 1 else [f"coef[{i}]" for i in range(len(coefs))]
+        coefficients = ([str(n) for n in inputs], [float(c) for c in coefs], finite(l2_section.get("intercept")))
+    return importances, coefficients
