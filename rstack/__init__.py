@@ -1,13 +1,24 @@
-"""rstack: leakage-safe stacked ensembles for market data, Spark on Ray."""
+"""rstack: leakage-safe stacked ensembles for market data, Spark on Ray.
+
+The Python API: :func:`train` a stack from a folder of klines, :func:`load` a saved one to score
+Spark DataFrames, :func:`load_config` for the typed config (YAML < environment < overrides).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rstack.errors import ConfigError, InputError, RstackError, RuntimeStartError, TrainingError
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from rstack.cluster.runtime import Runtime
+    from rstack.config import Config
+    from rstack.models.bundle import Bundle
+    from rstack.training.driver import TrainResult
 
 
 def load(run_dir: str | Path) -> Bundle:
@@ -17,11 +28,59 @@ def load(run_dir: str | Path) -> Bundle:
     return Bundle.open(run_dir)
 
 
-if TYPE_CHECKING:
-    from rstack.models.bundle import Bundle
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+    """The validated config: defaults < the YAML file < ``RSTACK_SECTION__KEY`` variables < ``overrides``
+    (dotted keys, e.g. ``{"level0.batch_size": 4}``)."""
+    from rstack.config import load_config as load
+
+    return load(Path(path) if path is not None else None, dict(overrides or {}))
+
+
+def train(
+    data_dir: str | Path,
+    models: str | Path = "models",
+    config: Config | None = None,
+    *,
+    runtime: Runtime | None = None,
+    resume: str | None = None,
+    run_id: str | None = None,
+    walk_forward: int | None = None,
+) -> TrainResult:
+    """Train, evaluate and save a stack, as ``rstack train`` does; returns the run folder and manifest.
+
+    ``config`` defaults to :func:`load_config`'s. With ``runtime`` (a started or unstarted
+    :class:`rstack.cluster.runtime.Runtime`) the run uses it and leaves it running: its owner stops
+    it. Without, a Runtime is made for this call from ``config.runtime`` (it joins the Ray at
+    ``runtime.address`` / ``RAY_ADDRESS``, reuses a Ray this process already started, or starts a
+    local one) and stopped afterwards, Ray included only if it started it.
+    """
+    from rstack.cluster.runtime import Runtime
+    from rstack.training.driver import train as train_run
+
+    cfg = config if config is not None else load_config()
+    if walk_forward is not None and (resume or run_id):
+        raise InputError(
+            "walk_forward (--walk-forward) makes K new runs; it cannot be combined with resume or run_id "
+            "(--resume, --run-id): resume each fold's run on its own"
+        )
+    own = runtime is None
+    # Threads of the Spark host: the Level-0 batches, the baselines, and control calls (cancel, release).
+    rt = runtime or Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + len(cfg.eval.baselines) + 3)
+    try:
+        if walk_forward is not None:
+            from rstack.training.walkforward import walk_forward as train_folds
+
+            return train_folds(Path(data_dir), Path(models), cfg, rt, walk_forward)
+        return train_run(Path(data_dir), Path(models), cfg, rt, resume=resume, run_id=run_id)
+    finally:
+        if own:
+            rt.stop()
+
 
 __all__ = [
     "load",
+    "load_config",
+    "train",
     "ConfigError",
     "InputError",
     "RstackError",

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+import rstack
 from rstack.cluster.runtime import Runtime
 from rstack.config import Config, load_config
 from rstack.data.synth import write_synthetic
-from rstack.training.driver import TrainResult, train
+from rstack.training.driver import TrainResult
 
 ROOT = Path(__file__).resolve().parent.parent
 LIGHT_TREES, LIGHT_DEPTH = 40, 8
@@ -88,5 +89,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(synth_dir: Path, models: Path, runtime: Runtime) -> TrainResult:
-    """One real training run on the synthetic set, shared by the tests that need a saved run."""
-    return train(synth_dir, models, light_config(), runtime)
+    """One real training run on the synthetic set, shared by the tests that need a saved run; made
+    through the Python API, which leaves the caller's runtime running."""
+    result = rstack.train(synth_dir, models, light_config(), runtime=runtime)
+    assert runtime.host is not None and runtime.executors(), "rstack.train stopped a runtime it does not own"
+    return result

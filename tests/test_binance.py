@@ -206,7 +206,7 @@ def test_download_offline_is_a_clear_error(tmp_path: Path) -> None:
 
 
 class _Flaky(http.server.BaseHTTPRequestHandler):
-    """503 with Retry-After on a path's first request, then the file; 403 always on /forbidden."""
+    """503 with Retry-After on a path's first request, then the file (cut short once on /cut); 403 on /forbidden."""
 
     hits: ClassVar[list[tuple[str, float]]] = []
 
@@ -225,6 +225,10 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if self.path.startswith("/cut") and sum(p == self.path for p, _ in self.hits) == 2:
+            self.wfile.write(body[:1_000_000])  # the body breaks off once, after the 503
+            self.close_connection = True
+            return
         self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
@@ -246,6 +250,10 @@ def test_download_honours_retry_after_and_does_not_retry_a_refusal(tmp_path: Pat
         with pytest.raises(DownloadError, match=r"forbidden.zip answered HTTP 403 \(not retried\)"):
             fetch(f"{base}/forbidden.zip", tmp_path / "f.zip", retries=3, backoff=0.01)
         assert len(_Flaky.hits) == 1 and not (tmp_path / "f.zip").exists()
+        # A body that breaks off mid-stream is fetched again, whole.
+        _Flaky.hits.clear()
+        assert fetch(f"{base}/cut.zip", tmp_path / "cut.zip", retries=2, backoff=0.01)
+        assert (tmp_path / "cut.zip").stat().st_size == 3_000_000 and len(_Flaky.hits) == 3
     finally:
         server.shutdown()
         server.server_close()

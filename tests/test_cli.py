@@ -68,3 +68,11 @@ def test_metrics_table_names_the_threshold_its_confusion_counts_use(threshold: f
     table = format_metrics({"level2": {**row, "confusion": {"tp": 1, "fp": 2, "tn": 3, "fn": 4}}}, threshold)
     assert table.splitlines()[0].endswith(f"tp/fp/tn/fn @{threshold:g}")
     assert table.splitlines()[2].endswith("1/2/3/4")
+
+
+def test_walk_forward_cannot_resume_and_says_so_before_starting_ray(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", str(tmp_path), "--walk-forward", "2", "--resume", "x"])
+    assert result.exit_code == 2
+    assert "walk_forward (--walk-forward) makes K new runs; it cannot be combined with resume or run_id" in (
+        result.output
+    )

@@ -37,7 +37,7 @@ def test_walk_forward_refits_each_window_without_seeing_past_it(
     for name, want in trained.manifest["metrics"].items():
         assert last["metrics"][name]["roc_auc"] == pytest.approx(want["roc_auc"], abs=1e-7), name
     # Fold 1 saw nothing after its cut: its candles, cutoffs and test period all end before it.
-    from rstack.training.runs import load_manifest
+    from rstack._io import load_manifest
 
     m1 = load_manifest(tmp_path / "models" / first["run_id"])
     assert m1["config"]["split"]["until"] == pytest.approx(0.9)

@@ -16,10 +16,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Leakage-safe
 app.command()(train.train)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(cluster.submit)
 app.command()(train.evaluate)
-app.add_typer(runs_app, name="runs")
 app.command()(serve.predict)
 app.command()(serve.stream)
 app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
 
 
 def main() -> None:

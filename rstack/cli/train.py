@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
+import rstack
 from rstack.cli.common import RunsFolder, fail, interrupt, run_folder, runtime_config, setup_logging
-from rstack.errors import InputError, RstackError
+from rstack.errors import RstackError
 from rstack.reporting.tables import format_metrics
 
 
@@ -69,9 +70,6 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
 ) -> None:
     """Train, evaluate and save a 3-level stacked ensemble."""
-    from rstack.cluster.runtime import Runtime
-    from rstack.training.driver import train as run_train
-
     setup_logging(verbose)
     if data_dir is None:
         typer.echo("error: give DATA_DIR (or set RSTACK_DATA_DIR); `rstack data synth DIR` makes a demo set", err=True)
@@ -93,19 +91,9 @@ def train(
     previous = signal.signal(signal.SIGTERM, interrupt) if main_thread else None
     try:
         cfg = runtime_config(config, overrides)
-        # Threads for the Level-0 batches, the baselines, and control calls (cancel, release).
-        runtime = Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + len(cfg.eval.baselines) + 3)
         try:
-            if walk_forward is not None:
-                from rstack.training.walkforward import walk_forward as run_walk_forward
-
-                if resume or run_id:
-                    raise InputError("--walk-forward makes K new runs; it cannot be combined with --resume or --run-id")
-                result = run_walk_forward(data_dir, models, cfg, runtime, walk_forward)
-            else:
-                result = run_train(data_dir, models, cfg, runtime, resume=resume, run_id=run_id)
+            result = rstack.train(data_dir, models, cfg, resume=resume, run_id=run_id, walk_forward=walk_forward)
         finally:
-            runtime.stop()
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
     except RstackError as exc:

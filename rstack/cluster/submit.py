@@ -122,27 +122,35 @@ def submit(address: str, job: Job, attempts: int = 40, backoff: float = 3.0) -> 
     return jobs
 
 
-async def _follow(jobs: Any, submission_id: str) -> None:
+async def _follow(jobs: Any, submission_id: str, shown: list[int]) -> None:
     """Print the job's log as the job server streams it (Ray's own websocket tail, no refetching)."""
     async for chunk in jobs.tail_job_logs(submission_id):
         sys.stdout.write(chunk)
         sys.stdout.flush()
+        shown[0] += len(chunk)
 
 
 def wait(jobs: Any, submission_id: str, timeout: float, echo: bool = True, poll: float = 2.0) -> str:
     """Wait for a terminal state, printing the job's log as it comes (``echo``); returns the state."""
     deadline = time.time() + timeout
+    shown = [0]  # characters of the log printed so far
+    streaming = echo
     if echo:
         try:
             # The stream ends when the job does; the status below is then (nearly) terminal.
-            asyncio.run(asyncio.wait_for(_follow(jobs, submission_id), timeout))
+            asyncio.run(asyncio.wait_for(_follow(jobs, submission_id, shown), timeout))
+            streaming = False
         except asyncio.TimeoutError:
-            pass  # reported below, with the job's state
-        except RuntimeError as exc:
-            # A dropped connection is not the job's failure: keep waiting on its status.
-            log.warning("submit: the log stream of %s broke (%s); waiting on its status", submission_id, exc)
+            streaming = False  # reported below, with the job's state
+        except Exception as exc:  # noqa: BLE001 - any failure of the stream: fall back to polling the log
+            log.warning("submit: the log stream of %s broke (%s); polling it instead", submission_id, exc)
     while True:
         status = str(jobs.get_job_status(submission_id)).split(".")[-1]
+        if streaming:
+            logs = jobs.get_job_logs(submission_id)
+            sys.stdout.write(logs[shown[0] :])
+            sys.stdout.flush()
+            shown[0] = max(shown[0], len(logs))
         if status in TERMINAL:
             break
         if time.time() > deadline:

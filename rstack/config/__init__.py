@@ -54,7 +54,7 @@ Nullable = BeforeValidator(nullable)
 
 @dataclass(frozen=True, config=SECTION)
 class FeatureConfig:
-    # scaled: volatility in units of each symbol's own scale, HAR windows, seasonality (volfeatures.py)
+    # scaled: volatility in units of each symbol's own scale, HAR windows, seasonality (features/vol.py)
     feature_set: FeatureSet = "scaled"
     rv_windows: Annotated[
         tuple[Int, ...],

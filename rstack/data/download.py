@@ -8,6 +8,7 @@ a missing month (HTTP 404) is reported, a refusal (403) is final.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +57,15 @@ def months(start: str, end: str) -> list[str]:
 
 def _pool(retries: int, backoff: float) -> urllib3.PoolManager:
     """Connections with urllib3's Retry: connection errors and 429/5xx retried with exponential
-    backoff, a server's Retry-After honoured; 403 and other client errors are final."""
+    backoff, a server's Retry-After honoured; 403 and other client errors are final. Redirects
+    are followed apart from that budget."""
     retry = Retry(
-        total=retries,
+        total=None,
+        connect=retries,
+        read=retries,
+        status=retries,
+        other=retries,
+        redirect=10,
         backoff_factor=backoff,
         status_forcelist=RETRY_STATUSES,
         allowed_methods=frozenset({"GET"}),
@@ -68,11 +75,31 @@ def _pool(retries: int, backoff: float) -> urllib3.PoolManager:
     return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=15, read=60))
 
 
+class _BrokenBody(Exception):
+    """The connection broke while the body streamed, after urllib3's Retry had handed the response over."""
+
+
 def fetch(
     url: str, dest: Path, retries: int = 3, backoff: float = 1.0, pool: urllib3.PoolManager | None = None
 ) -> bool:
     """Stream ``url`` to ``dest`` (atomically); False on 404; DownloadError on anything else that fails."""
     http = pool or _pool(retries, backoff)
+    # urllib3's Retry covers getting a response, not a body that breaks mid-stream: that is retried here.
+    for attempt in range(retries + 1):
+        try:
+            return _fetch_once(http, url, dest, retries)
+        except _BrokenBody as exc:
+            if attempt == retries:
+                raise DownloadError(
+                    f"the connection broke while fetching {url} ({exc}) {retries + 1} times; run the same "
+                    "command again (verified archives are kept, only the rest is fetched)"
+                ) from exc
+            log.warning("%s: retry %d of %d after %s", url, attempt + 1, retries, exc)
+            time.sleep(backoff * 2**attempt)
+    return False  # unreachable: the loop returns or raises
+
+
+def _fetch_once(http: urllib3.PoolManager, url: str, dest: Path, retries: int) -> bool:
     try:
         resp = http.request("GET", url, preload_content=False)
     except urllib3.exceptions.MaxRetryError as exc:
@@ -95,12 +122,10 @@ def fetch(
                 for chunk in resp.stream(1 << 20):
                     out.write(chunk)
         except urllib3.exceptions.HTTPError as exc:
-            raise DownloadError(
-                f"the connection broke while fetching {url} ({exc}); run the same command again "
-                "(verified archives are kept, only the rest is fetched)"
-            ) from exc
+            raise _BrokenBody(str(exc)) from exc
         return True
     finally:
+        resp.drain_conn()
         resp.release_conn()
 
 

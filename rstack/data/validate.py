@@ -37,7 +37,7 @@ def in_time_order(raw: DataFrame, extra: tuple[str, ...] = ()) -> DataFrame:
     """The klines hash-partitioned by symbol and sorted by every column, symbol and open_time first
     (``extra`` columns ride along, last).
 
-    Every window in ``features.py`` is per symbol in time order, so this is the run's only shuffle
+    Every window in ``features/`` is per symbol in time order, so this is the run's only shuffle
     of the rows; sorting by the values too puts identical rows side by side for ``validate_klines``.
     """
     return raw.select(*REQUIRED, *extra).repartition("symbol").sortWithinPartitions(*REQUIRED)

@@ -84,7 +84,7 @@ def needs_vol(features: FeatureConfig, context: tuple[str, ...], baselines: tupl
 def warmup_rows(cfg: FeatureConfig, horizon: int) -> int:
     """Leading rows of each gap-free run whose row-based windows cannot be defined yet.
 
-    Time-based windows (``volfeatures``) say so in ``_hist_ok`` instead. Any null after these rows
+    Time-based windows (``features/vol.py``) say so in ``_hist_ok`` instead. Any null after these rows
     comes from a bad value (a price <= 0, a NaN), not from warm-up.
     """
     # lag3 needs 3 earlier rows, std_10 9, the trailing rv of the baseline `horizon` returns.
@@ -201,7 +201,7 @@ def _rms(col: Column, start: int, end: int) -> Column:
 def add_features(df: DataFrame, cfg: FeatureConfig, horizon: int, bar_ms: int, with_vol: bool = True) -> DataFrame:
     """Adds ``_run``, feature columns, repair flags, ``trail_rv`` (baseline), ``fwd_rv`` and
     ``label_end_time``. ``bar_ms`` is the candle interval, for gap detection. ``with_vol`` adds the
-    unscaled time-based volatility columns (``volfeatures``) when :func:`needs_vol` says a run needs them
+    unscaled time-based volatility columns (``features/vol.py``) when :func:`needs_vol` says a run needs them
     (the scaled set always does)."""
     from pyspark.sql import functions as F
 

@@ -187,7 +187,7 @@ class Bundle:
 
     def predict(self, klines: DataFrame, threshold: float | None = None) -> DataFrame:
         """Probabilities for every kline whose features are defined; warm-up and invalid rows are
-        left out here and counted by :func:`rstack.predict.predict_dir`."""
+        left out here and counted by :func:`rstack.serving.predict.predict_dir`."""
         from pyspark.sql import functions as F
 
         feats = self.featurize(klines)

@@ -1,7 +1,7 @@
 """Level 0: one forest (``level0.learner``) per batch of symbols, fitted on that batch's L0-train rows only.
 
-A plain function over a Spark DataFrame, so it can be tested without Ray; ``train.py`` makes it a
-named Ray actor task where it is dispatched.
+A plain function over a Spark DataFrame, so it can be tested without Ray; ``training/host.py`` runs it as a
+Spark job in the host, dispatched by the driver as a named Ray actor task.
 """
 
 from __future__ import annotations

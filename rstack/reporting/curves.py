@@ -40,7 +40,10 @@ def pr_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def calibration_bins(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean prediction, observed positive rate) per non-empty equal-width bin on [0, 1]."""
+    """(mean prediction, observed positive rate) per non-empty equal-width bin on [0, 1]. A score on a
+    bin edge (e.g. exactly 0.5) falls in the lower bin, scikit-learn's convention."""
+    if len(y) == 0:
+        return np.empty(0), np.empty(0)  # sklearn refuses empty input; a plot simply draws nothing
     rate, mean_p = calibration_curve(y, p, n_bins=CALIBRATION_BINS, strategy="uniform")
     return mean_p, rate
 

@@ -64,6 +64,7 @@ class _Job:
         self.key = run.run_id
         self.summary: dict[str, Any] = {}
         self.baseline_refs: list[Any] = []
+        self.executors: list[dict[str, Any]] = []
         self.committed = False  # once the run folder has its final name, a later error must not fail it
 
     def prepare(self) -> dict[str, Any]:
@@ -118,6 +119,8 @@ class _Job:
         attempt = 0
         while True:
             try:
+                # Which executors ran Level 0's tasks: read before Levels 1-2 add theirs.
+                self.executors = self.runtime.executors()
                 # The Arrow tables stay in Ray's object store; the host resolves the refs itself.
                 ref = self.runtime.call(
                     host_meta,
@@ -254,7 +257,6 @@ def _train(job: _Job, t_start: float, resumed: bool) -> TrainResult:
     t = time.time()
     log.info("level1+2: fitting on out-of-sample Level-0 predictions")
     meta_result = job.fit_meta([table_refs[i] for i in ordered], [batches[i] for i in ordered])
-    executors = runtime.executors()
     timings["level1_level2"] = time.time() - t
     timings.update({f"level1_level2.{k}": v for k, v in meta_result["timings"].items()})
     job.release()
@@ -262,7 +264,7 @@ def _train(job: _Job, t_start: float, resumed: bool) -> TrainResult:
     t = time.time()
     manifest = build_manifest(run, cfg, job.dataset, summary, batches, metas_list, meta_result, runtime, overlap)
     manifest["resumed"] = resumed
-    manifest["runtime"]["executors"] = executors
+    manifest["runtime"]["executors"] = job.executors
     manifest["checksums"] = model_checksums(run.work, Bundle._model_dirs(manifest))
     manifest["timings"] = {**timings, "save": 0.0, "total": time.time() - t_start}
     run.write_manifest(manifest)
