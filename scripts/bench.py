@@ -18,7 +18,7 @@ so that drift in the machine hits all of them alike:
                    gain from that one setting, so the design's share of a/c can be told apart
 
 Without --data it writes a synthetic set (8 symbols x 4000 hourly rows, seed 7). Baselines are off
-unless --baselines (the seed reference fits none). A sampler sums the RSS of each run's whole process
+unless --baselines (the seed reference fits none). A sampler sums the PSS and the RSS of each run's whole process
 tree (Ray's raylet, GCS and workers, the Spark JVMs) every 0.25 s and keeps the peak. The table shows
 medians over the repeats and the ratios between variants. The sweep runs variant a on 1x, 2x and 4x
 --sweep-symbols synthetic symbols and reports the time per symbol, start-up excluded. Before all of
@@ -66,7 +66,8 @@ COLUMNS = [
     ("evaluate", "eval", "{:.1f}"),
     ("save", "save", "{:.1f}"),
     ("wall", "wall", "{:.1f}"),
-    ("peak_rss_gib", "peak GiB", "{:.2f}"),
+    ("peak_pss_gib", "PSS GiB", "{:.2f}"),
+    ("peak_rss_gib", "RSS GiB", "{:.2f}"),
     ("rows_per_s", "rows/s", "{:.0f}"),
     ("roc_auc", "ROC-AUC", "{:.4f}"),
 ]
@@ -82,13 +83,27 @@ class Setup:
     baselines: bool
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: the process's own pages plus its share of each page it shares.
+
+    Read from /proc/PID/smaps_rollup (one pre-summed file; psutil's memory_full_info walks all of
+    smaps, too slow to sample every 0.25 s). Summed over a process tree it counts shared pages once.
+    """
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class RssSampler:
-    """Peak summed RSS of a process and all its descendants, sampled on a thread while it runs."""
+    """Peak summed RSS and PSS of a process and all its descendants, sampled on a thread while it runs."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.seen: set[psutil.Process] = set()
         self.peak = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -112,13 +127,15 @@ class RssSampler:
             return
         # Remembered for reap_strays: once the root exits, its orphans are no longer its children.
         self.seen.update(children)
-        total = 0
+        total = pss = 0
         for proc in [self.root, *children]:
             try:
                 total += proc.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pss += pss_bytes(proc.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
                 continue
         self.peak = max(self.peak, total)
+        self.peak_pss = max(self.peak_pss, pss)
 
     def reap_strays(self) -> list[str]:
         """Kill the descendants still alive after the root exited; their names, for the output."""
@@ -182,8 +199,8 @@ def run_env(letter: str, setup: Setup, temp: Path) -> dict[str, str]:
     return env
 
 
-def run_tree(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, list[str]]:
-    """Run cmd to its end: exit code, wall seconds, peak RSS of its process tree (GiB), strays killed."""
+def run_tree(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float, float, float, list[str]]:
+    """Run cmd to its end: exit code, wall seconds, peak RSS and PSS of its process tree (GiB), strays killed."""
     with log.open("wb") as sink:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
@@ -198,7 +215,7 @@ def run_tree(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float
                 proc.kill()
                 proc.wait()
             strays = sampler.reap_strays()
-    return code, wall, sampler.peak / GIB, strays
+    return code, wall, sampler.peak / GIB, sampler.peak_pss / GIB, strays
 
 
 def stage_times(letter: str, raw: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +252,8 @@ def run_variant(letter: str, data: Path, setup: Setup, work: Path, tag: str) -> 
     temp = Path(tempfile.mkdtemp(prefix="rb-", dir="/tmp"))
     try:
         log = temp / "output.log"
-        code, wall, peak, strays = run_tree(command(letter, data, setup, out), run_env(letter, setup, temp), log)
+        cmd, env = command(letter, data, setup, out), run_env(letter, setup, temp)
+        code, wall, peak, peak_pss, strays = run_tree(cmd, env, log)
         if strays:
             print(f"  {tag}: killed {len(strays)} process(es) left after the run: {', '.join(strays)}")
         if code != 0:
@@ -248,11 +266,12 @@ def run_variant(letter: str, data: Path, setup: Setup, work: Path, tag: str) -> 
         else:
             out.unlink(missing_ok=True)
     rec = {"variant": VARIANTS[letter], "tag": tag, **stage_times(letter, raw), "wall": wall, "peak_rss_gib": peak}
+    rec["peak_pss_gib"] = peak_pss
     rec["rows_per_s"] = rec["input_rows"] / wall
     auc = "-" if rec["roc_auc"] is None else f"{rec['roc_auc']:.4f}"
     print(
         f"{tag:<12} {rec['variant']:<10} total {rec['total']:6.1f}s  wall {wall:6.1f}s  "
-        f"peak {peak:5.2f} GiB  ROC-AUC {auc}",
+        f"peak PSS {peak_pss:5.2f} GiB  RSS {peak:5.2f} GiB  ROC-AUC {auc}",
         flush=True,
     )
     return rec
@@ -311,8 +330,9 @@ def print_comparison(runs: list[dict[str, Any]], setup: Setup, repeats: int, mar
     print_table(title, ["variant", *(h for _, h, _ in COLUMNS)], rows, markdown)
     print(
         "total, startup..save: the run's own timers; wall: its process as timed here (interpreter start and exit "
-        "included); [min-max] of total; rows/s: input rows / wall; peak GiB: RSS summed over the process tree "
-        "(pages shared between processes counted in each)."
+        "included); [min-max] of total; rows/s: input rows / wall; PSS GiB: peak proportional set "
+        "size summed over the process tree (shared pages divided among the processes); RSS GiB: the same with "
+        "shared pages counted in each."
     )
     if len({(r["input_rows"], r["symbols"]) for r in runs}) > 1:
         print("warning: the variants report different input rows or symbol counts; rows/s are not comparable")
