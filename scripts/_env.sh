@@ -27,12 +27,18 @@ if [ ! -x .venv/bin/python ]; then
   echo "making .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-echo "installing rstack$1 into .venv (log: .venv/pip-install.log)"
-if ! .venv/bin/python -m pip install --quiet -e ".$1" > .venv/pip-install.log 2>&1; then
-  tail -n 30 .venv/pip-install.log >&2
-  echo "error: pip install failed; full log in .venv/pip-install.log" >&2
-  exit 1
+# rstack is installed editable, so only a changed pyproject.toml (or other extras) needs pip again:
+# the stamp saves the ~5 s a no-op `pip install` costs on every demo run.
+stamp="$(sha256sum pyproject.toml | cut -d' ' -f1) rstack$1"
+if ! grep -qxF "$stamp" .venv/.rstack-installed 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+  echo "installing rstack$1 into .venv (log: .venv/pip-install.log)"
+  if ! .venv/bin/python -m pip install --quiet -e ".$1" > .venv/pip-install.log 2>&1; then
+    tail -n 30 .venv/pip-install.log >&2
+    echo "error: pip install failed; full log in .venv/pip-install.log" >&2
+    exit 1
+  fi
+  .venv/bin/python -c "import rstack, ray, raydp, pyspark" || { echo "error: install into .venv failed" >&2; exit 1; }
+  echo "$stamp" >> .venv/.rstack-installed
 fi
-.venv/bin/python -c "import rstack, ray, raydp, pyspark" || { echo "error: install into .venv failed" >&2; exit 1; }
 export PYSPARK_PYTHON="$PWD/.venv/bin/python"

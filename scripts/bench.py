@@ -16,8 +16,10 @@ so that drift in the machine hits all of them alike:
     d  rstack-xgb  variant a with level0.learner = xgboost_rf (optional: --only a,b,c,d)
     e  seed-cache  variant c with rstack's cacheNodeIds on its forests (optional): what the seed would
                    gain from that one setting, so the design's share of a/c can be told apart
+    f  rstack-bl   variant a with the config's baseline models on (eval.baselines), whatever --baselines
+                   says (optional): their cost, as the ratio f / a
 
-Without --data it writes a synthetic set (8 symbols x 4000 hourly rows, seed 7). Baselines are off
+Without --data it writes a synthetic set (8 symbols x 4000 hourly rows, seed 7). Baselines are off (but in f)
 unless --baselines (the seed reference fits none). A sampler sums the PSS and the RSS of each run's whole process
 tree (Ray's raylet, GCS and workers, the Spark JVMs) every 0.25 s and keeps the peak. The table shows
 medians over the repeats and the ratios between variants. The sweep runs variant a on 1x, 2x and 4x
@@ -46,7 +48,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
-VARIANTS = {"a": "rstack", "b": "rstack-c1", "c": "seed", "d": "rstack-xgb", "e": "seed-cache"}
+VARIANTS = {"a": "rstack", "b": "rstack-c1", "c": "seed", "d": "rstack-xgb", "e": "seed-cache", "f": "rstack-bl"}
 # Variants run by scripts/seed_reference.py rather than `rstack train`.
 SEED_LETTERS = ("c", "e")
 SEED = 7
@@ -191,7 +193,7 @@ def command(letter: str, data: Path, setup: Setup, out: Path) -> list[str]:
 def run_env(letter: str, setup: Setup, temp: Path) -> dict[str, str]:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": str(temp), "RSTACK_RUNTIME__RAY_TEMP_DIR": str(temp)}
     env.pop("RAY_ADDRESS", None)  # a local Ray per run, never a cluster this shell happens to point at
-    if not setup.baselines:
+    if not setup.baselines and letter != "f":
         # An empty value parses as an empty list (rstack.config.checks.listed); "[]" would be one baseline named "[]".
         env["RSTACK_EVAL__BASELINES"] = ""
     if letter == "d":
@@ -347,6 +349,7 @@ def print_comparison(runs: list[dict[str, Any]], setup: Setup, repeats: int, mar
         ratio("rstack", "rstack-c1", "total"),
         ratio("rstack", "seed", "features"),
         ratio("rstack", "seed", "level0"),
+        ratio("rstack-bl", "rstack", "total"),
         ratio("rstack-xgb", "rstack", "total"),
         ratio("rstack-xgb", "rstack", "level0"),
         ratio("rstack", "seed-cache", "total"),

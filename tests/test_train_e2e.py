@@ -81,14 +81,16 @@ def test_cli_second_run_gives_identical_metrics(
     cfg.write_text(
         f"level0:\n  batch_size: 3\n  num_trees: {LIGHT_TREES}\n  max_depth: {LIGHT_DEPTH}\n"
         "runtime:\n  dashboard: false\n"
+        # The default baselines plus the opt-in single forest, so that all three are covered.
+        "eval:\n  baselines: [single_rf, gbt, har_logit]\n"
     )
     result = CliRunner().invoke(app, ["train", str(synth_dir), "--models", str(models), "--config", str(cfg)])
     assert result.exit_code == 0, result.output
     assert "level2" in result.output and "baseline_trailing_vol" in result.output
     second = json.loads((models / "latest" / "manifest.json").read_text())
     assert second["run_id"] != trained.manifest["run_id"]
-    # This run keeps the default baselines (the fixture's light config turns them off): a single
-    # RandomForest on all symbols, a GBT and HAR-logit, evaluated on the same test rows next to the stack.
+    # This run fits every baseline (the fixture's light config turns them off): a single RandomForest
+    # on all symbols, a GBT and HAR-logit, evaluated on the same test rows next to the stack.
     for name in ("baseline_single_rf", "baseline_gbt", "baseline_har_logit"):
         col = name
         assert 0.0 < second["metrics"][name]["roc_auc"] < 1.0
