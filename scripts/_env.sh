@@ -26,10 +26,13 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   echo "making .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
+  rm -f .venv/.rstack-installed
 fi
 # rstack is installed editable, so only a changed pyproject.toml (or other extras) needs pip again:
-# the stamp saves the ~5 s a no-op `pip install` costs on every demo run.
-stamp="$(sha256sum pyproject.toml | cut -d' ' -f1) rstack$1"
+# the stamp saves the ~5 s a no-op `pip install` costs on every demo run. Hashed with the venv's
+# Python, which every machine here has (sha256sum is not on macOS).
+hash=$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(open("pyproject.toml", "rb").read()).hexdigest())')
+stamp="$hash rstack$1"
 if ! grep -qxF "$stamp" .venv/.rstack-installed 2>/dev/null; then
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
   echo "installing rstack$1 into .venv (log: .venv/pip-install.log)"
@@ -39,6 +42,9 @@ if ! grep -qxF "$stamp" .venv/.rstack-installed 2>/dev/null; then
     exit 1
   fi
   .venv/bin/python -c "import rstack, ray, raydp, pyspark" || { echo "error: install into .venv failed" >&2; exit 1; }
-  echo "$stamp" >> .venv/.rstack-installed
+  # Only stamps of this pyproject.toml stay: going back to an older one must install again.
+  { grep -F "$hash " .venv/.rstack-installed 2>/dev/null || true; echo "$stamp"; } > .venv/.rstack-installed.new
+  mv .venv/.rstack-installed.new .venv/.rstack-installed
 fi
+.venv/bin/python -c "import rstack" || { echo "error: rstack is not importable from .venv; delete .venv and run again" >&2; exit 1; }
 export PYSPARK_PYTHON="$PWD/.venv/bin/python"

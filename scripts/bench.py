@@ -193,7 +193,10 @@ def command(letter: str, data: Path, setup: Setup, out: Path) -> list[str]:
 def run_env(letter: str, setup: Setup, temp: Path) -> dict[str, str]:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TMPDIR": str(temp), "RSTACK_RUNTIME__RAY_TEMP_DIR": str(temp)}
     env.pop("RAY_ADDRESS", None)  # a local Ray per run, never a cluster this shell happens to point at
-    if not setup.baselines and letter != "f":
+    if letter == "f":
+        # The config's own baselines, whatever this shell says (an exported empty value would make f = a).
+        env.pop("RSTACK_EVAL__BASELINES", None)
+    elif not setup.baselines:
         # An empty value parses as an empty list (rstack.config.checks.listed); "[]" would be one baseline named "[]".
         env["RSTACK_EVAL__BASELINES"] = ""
     if letter == "d":
@@ -458,6 +461,8 @@ def parse_args() -> argparse.Namespace:
     args.only = [v.strip() for v in args.only.split(",") if v.strip()]
     if not args.only or set(args.only) - set(VARIANTS):
         parser.error(f"--only takes letters from {', '.join(VARIANTS)}, got {args.only}")
+    if args.baselines and "f" in args.only:
+        parser.error("--baselines turns the baselines on in a too, so f / a would be 1; drop one of them")
     if args.sweep_only and not args.sweep:
         parser.error("--sweep-only and --no-sweep contradict each other")
     if min(args.repeats, args.sweep_repeats, args.batch_size, args.cores, args.sweep_symbols, args.sweep_rows) < 1:

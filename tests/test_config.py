@@ -19,6 +19,14 @@ def test_laptop_yaml_is_the_builtin_default() -> None:
     assert load_config(ROOT / "configs" / "laptop.yaml", environ={}) == Config()
 
 
+def test_default_baselines_and_heaps() -> None:
+    # Chosen for cost (issue 20, docs/benchmarks.md): the single forest over all symbols refits as many
+    # rows as all of Level 0, so it is opt-in; the GBT (the strongest baseline on validation) stays on.
+    cfg = Config()
+    assert cfg.eval.baselines == ("gbt", "har_logit")
+    assert (cfg.runtime.executor_memory, cfg.runtime.driver_memory) == ("1g", "1g")
+
+
 def test_precedence_yaml_env_cli(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("level0:\n  batch_size: 4\n  concurrency: 3\nlabel:\n  horizon: 7\n")

@@ -42,7 +42,7 @@ def train(
     ] = None,
     executors: Annotated[int | None, typer.Option(help="Spark executors.")] = None,
     executor_cores: Annotated[int | None, typer.Option(help="Cores per Spark executor.")] = None,
-    executor_memory: Annotated[str | None, typer.Option(help="Memory per executor, e.g. 2g.")] = None,
+    executor_memory: Annotated[str | None, typer.Option(help="Memory per executor, e.g. 2g (default 1g).")] = None,
     dashboard: Annotated[
         bool | None, typer.Option("--dashboard/--no-dashboard", help="Start the Ray dashboard with a local Ray.")
     ] = None,

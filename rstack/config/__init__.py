@@ -158,8 +158,8 @@ class RuntimeConfig:
     num_cpus: Annotated[Int | None, Nullable] = None
     num_executors: Count = 1
     executor_cores: Count = 2
-    # 1g each: enough for binance-5m (1M candles) at batch size 10 (docs/benchmarks.md); a JVM's
-    # heap grows to its maximum under Spark's allocation rate, so every extra gigabyte is resident.
+    # 1g each: enough for binance-5m (1M candles) at batch size 10 (docs/benchmarks.md); the
+    # executor's heap fills under Spark, so every extra gigabyte there is resident memory.
     executor_memory: str = "1g"
     driver_memory: str = "1g"
     shuffle_partitions: Count = 4
