@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rstack.errors import InputError
+from rstack.errors import InputError, RstackError
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pyspark.sql import DataFrame
 
 # A candle is identified by its symbol and its open time (ms UTC); every join and sort uses both.
 KEY: tuple[str, str] = ("symbol", "open_time")
@@ -75,6 +76,67 @@ def write_json_atomic(path: Path | str, value: Any, indent: int = 2) -> None:
 def write_parquet_atomic(frame: pd.DataFrame, path: Path | str) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def write_spark_dir(df: DataFrame, path: Path | str) -> None:
+    """``df`` as a folder of Parquet parts written by the executors, in place only when complete."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        df.write.mode("overwrite").parquet(str(tmp))
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def parquet_rows(path: Path | str) -> int:
+    """Rows of a Parquet file or folder of parts, from the footers alone."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def write_spark_parquet(df: DataFrame, path: Path | str, order: tuple[str, ...] = KEY) -> int:
+    """``df`` sorted by ``order`` as one Parquet file, written atomically; returns its rows.
+
+    The executors write range-sorted parts; they are appended to the file one row group at a time, so
+    the writing process holds one row group, never the table (pandas' to_parquet would need it all)."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    parts_dir = path.with_name(f".{path.name}.parts")
+    rows = 0
+    try:
+        write_spark_dir(df.orderBy(*order), parts_dir)
+        # Part files are numbered in range order, so their name order is the sort order.
+        parts = sorted(parts_dir.glob("part-*.parquet"))
+        with atomic_path(path) as tmp:
+            writer = None
+            try:
+                for part in parts:
+                    source = pq.ParquetFile(part)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, source.schema_arrow)
+                    for i in range(source.num_row_groups):
+                        group = source.read_row_group(i)
+                        writer.write_table(group)
+                        rows += group.num_rows
+            finally:
+                if writer is not None:
+                    writer.close()
+            if writer is None:
+                raise RstackError(f"Spark wrote no Parquet part for {path}; see the Spark logs and retry")
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return rows
 
 
 # --------------------------------------------------------------------------- UTC text

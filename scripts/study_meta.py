@@ -19,8 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from rstack.cluster.runtime import Runtime
 from rstack.config import build_config, load_config
 from rstack.data.discover import discover
@@ -47,12 +45,15 @@ def _fold(spark: Any, state: dict, run_dir: str, data_dir: str, variants: dict[s
     table, summary = build_training_table(spark, discover(Path(data_dir)), cfg)
     try:
         base = base_rows(table, tuple(c for c in scaled_names(cfg.features) if c in table.columns))
-        l0 = [pq.read_table(p) for p in sorted((run / "checkpoints" / "level0").glob("batch_*.parquet"))]
+        # A batch's predictions: a folder of Parquet parts (a single file in runs of older versions).
+        l0 = [spark.read.parquet(str(p)) for p in sorted((run / "checkpoints" / "level0").glob("batch_*.parquet"))]
         prior = summary["positive_rate_by_segment"]["l0_train"]
         out: dict[str, dict[str, float]] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for name, over in variants.items():
-                result, _ = fit_levels_1_2(spark, base, l0, cfg.replace(over), f"{tmp}/l1", f"{tmp}/l2", prior)
+                result, test, l2_fit = fit_levels_1_2(base, l0, cfg.replace(over), f"{tmp}/l1", f"{tmp}/l2", prior)
+                test.unpersist()
+                l2_fit.unpersist()
                 m = result["metrics"]
                 out[name] = {"level1": m["level1"]["roc_auc"], "level2": m["level2"]["roc_auc"]}
         out["_baselines"] = {

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from rstack.config import LEARNERS, Config, Level0Config, load_config, result_config
@@ -234,7 +235,8 @@ def test_fit_level0_batch_with_xgboost_rf(spark: Any, table: Any, tmp_path: Path
     cfg = Level0Config(num_trees=10, max_depth=4, learner="xgboost_rf")
     batch = BatchSpec(0, ("AAA", "BBB"))
     model_path = tmp_path / batch.name
-    meta, predictions = fit_level0_batch(table, batch, FEATURES, cfg, str(model_path))
+    meta = fit_level0_batch(table, batch, FEATURES, cfg, str(model_path), str(tmp_path / "p.parquet"))
+    predictions = pq.read_table(tmp_path / "p.parquet")
 
     importances = meta["feature_importances"]
     assert list(importances) == FEATURES
@@ -256,11 +258,12 @@ def test_refit_scores_test_with_a_model_of_all_history_before_it(spark: Any, tab
 
     cfg = Level0Config(num_trees=10, max_depth=4, seed=3)
     batch = BatchSpec(0, ("AAA",))  # one of the two symbols: each refit sees its own batch's rows only
-    _, plain = fit_level0_batch(table, batch, FEATURES, cfg, str(tmp_path / "plain"))
-    _, refit = fit_level0_batch(table, batch, FEATURES, replace(cfg, refit=True), str(tmp_path / "refit"))
+    fit_level0_batch(table, batch, FEATURES, cfg, str(tmp_path / "plain"), str(tmp_path / "plain.parquet"))
+    refit = replace(cfg, refit=True)
+    fit_level0_batch(table, batch, FEATURES, refit, str(tmp_path / "refit"), str(tmp_path / "refit.parquet"))
     key = ["symbol", "open_time"]
-    a = plain.to_pandas().sort_values(key).reset_index(drop=True)
-    b = refit.to_pandas().sort_values(key).reset_index(drop=True)
+    a = pd.read_parquet(tmp_path / "plain.parquet").sort_values(key).reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "refit.parquet").sort_values(key).reset_index(drop=True)
     segment = table.select(*key, "segment").toPandas().set_index(key)["segment"]
     seg = b.set_index(key).index.map(segment).to_numpy()
     assert len(a) == len(b) == 2000 - TRAIN_ROWS  # every symbol's later rows are scored

@@ -42,8 +42,13 @@ def frames(seed: int = 0) -> tuple[pd.DataFrame, list[pa.Table]]:
 
 
 def fit(spark: Any, state: dict, base: pd.DataFrame, tables: list[pa.Table], out: str) -> pd.DataFrame:
-    _, test = fit_levels_1_2(spark, base, tables, light_config(), f"{out}/l1", f"{out}/l2", prior=0.5)
-    return test
+    l0 = [to_spark(spark, t.to_pandas()) for t in tables]
+    _, test, l2_fit = fit_levels_1_2(to_spark(spark, base), l0, light_config(), f"{out}/l1", f"{out}/l2", prior=0.5)
+    try:
+        return test.toPandas().sort_values(["symbol", "open_time"]).reset_index(drop=True)
+    finally:
+        test.unpersist()
+        l2_fit.unpersist()
 
 
 def relabel(base: pd.DataFrame, segment: int, seed: int) -> pd.DataFrame:

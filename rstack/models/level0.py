@@ -10,9 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-
+from rstack._io import parquet_rows, write_spark_dir
 from rstack.config import Level0Config
 from rstack.errors import TrainingError
 from rstack.models.estimators import feature_importances, level0_model, with_probability
@@ -47,11 +45,13 @@ def fit_level0_batch(
     feature_cols: list[str],
     cfg: Level0Config,
     model_path: str,
-) -> tuple[dict[str, Any], pa.Table]:
+    predictions_path: str,
+) -> dict[str, Any]:
     """Fit, save, and score the L1-fit, L2-fit and test rows of every symbol (with ``cfg.refit`` the test
     rows by a second model fitted on everything before test, which is the one saved).
 
-    Returns (batch metadata, Arrow table of symbol, open_time, probability).
+    The predictions (symbol, open_time, probability) are written by the executors as a Parquet folder at
+    ``predictions_path``, never collected; returns the batch's metadata.
     """
     from pyspark.sql import functions as F
 
@@ -70,25 +70,24 @@ def fit_level0_batch(
     if cfg.refit:
         # The meta levels learn from the L0-train model's predictions on L1-fit and L2-fit, rows it never
         # saw; test rows (and serving) are scored by the model refitted on all history before test.
-        meta_rows = probability_of_one(model, table.where(F.col("segment").isin(1, 2)), batch.column).toPandas()
+        meta_rows = probability_of_one(model, table.where(F.col("segment").isin(1, 2)), batch.column)
         t = time.time()
         model = level0_model(feature_cols, cfg).fit(table.where((F.col("segment") <= 2) & mine))
         fit_seconds += time.time() - t
-        test_rows = probability_of_one(model, table.where(F.col("segment") == 3), batch.column).toPandas()
-        scored = pd.concat([meta_rows, test_rows], ignore_index=True)
+        scored = meta_rows.unionByName(probability_of_one(model, table.where(F.col("segment") == 3), batch.column))
     else:
-        scored = probability_of_one(model, table.where(F.col("segment") > 0), batch.column).toPandas()
+        scored = probability_of_one(model, table.where(F.col("segment") > 0), batch.column)
     model.write().overwrite().save(model_path)
-    predictions = pa.Table.from_pandas(scored, preserve_index=False)
-    meta = {
+    write_spark_dir(scored, predictions_path)
+    meta: dict[str, Any] = {
         "batch_id": batch.batch_id,
         "name": batch.name,
         "symbols": list(batch.symbols),
         "feature_importances": feature_importances(model, feature_cols),
-        "scored_rows": predictions.num_rows,
+        "scored_rows": parquet_rows(predictions_path),
         "started": started,
         "fit_seconds": fit_seconds,
         "ended": time.time(),
     }
     meta["seconds"] = meta["ended"] - started
-    return meta, predictions
+    return meta

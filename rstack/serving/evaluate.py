@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rstack._io import KEY, utc_text, write_manifest
+from rstack._io import KEY, utc_text, write_manifest, write_spark_parquet
 from rstack.data.discover import Dataset, read_klines
 from rstack.errors import InputError
 from rstack.features.featurize import UNKNOWN_SYMBOL, to_features
@@ -26,7 +26,6 @@ from rstack.models.bundle import Bundle
 from rstack.models.meta import PRIOR_COL, evaluate_test
 
 if TYPE_CHECKING:
-    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
 EVALUATION = "evaluation"
@@ -78,47 +77,56 @@ def evaluate_new_data(spark: SparkSession, state: dict[str, Any], run_dir: str, 
         counts = table.groupBy("symbol", status.alias("_status")).count().collect()
         usable = table.where(known & (F.col("_status") == "ok")).withColumn("segment", F.lit(3))
         rows = labelled(spark, usable, thresholds, medians, table_columns(cfg.features, with_vol), cfg)
-        scored: pd.DataFrame = bundle.score_features(rows).toPandas()
-        truth: pd.DataFrame = rows.select(*KEY, "label", BASELINE_COL).toPandas()
+        scored = bundle.score_features(rows).drop("predicted", "known_symbol")
+        prior = F.lit(float(manifest["positive_rate_by_segment"]["l0_train"]))
+        test = rows.select(*KEY, "label", BASELINE_COL).join(scored, on=list(KEY)).withColumn(PRIOR_COL, prior)
+        test = test.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(test)
+        span = test.agg(F.count("*").alias("n"), F.min("open_time").alias("lo"), F.max("open_time").alias("hi"))
+        first = span.first()
+        assert first is not None  # a global aggregate always has its one row
+        if not first["n"]:
+            raise InputError(
+                f"{dataset.root}: no row has both defined features and a label (every symbol needs more than "
+                f"{bundle.lookback} candles plus the {cfg.label.horizon}-bar horizon); give more klines"
+            )
+        l0_cols = [f"l0_{name}" for name in bundle.level0_names]
+        metrics = evaluate_test(test, l0_cols, cfg.eval.threshold)
+        evaluation = {
+            "run_id": manifest["run_id"],
+            "run_dir": str(bundle.run_dir),
+            "data": dataset.fingerprint(),
+            "period_utc": [utc_text(int(first["lo"])), utc_text(int(first["hi"]))],
+            "rows": int(first["n"]),
+            "per_symbol": _per_symbol(counts),
+            "checks": featurized.checks,
+            "seconds": time.time() - t0,
+        }
+        _write(target, bundle, manifest, metrics, evaluation, test)
     finally:
         for df in cached:
             with contextlib.suppress(Exception):  # the session may be gone; the error on its way out matters
                 df.unpersist()
-    if truth.empty:
-        raise InputError(
-            f"{dataset.root}: no row has both defined features and a label (every symbol needs more than "
-            f"{bundle.lookback} candles plus the {cfg.label.horizon}-bar horizon); give more klines"
-        )
-    test = truth.merge(scored.drop(columns=["predicted", "known_symbol"]), on=list(KEY), validate="one_to_one")
-    test[PRIOR_COL] = manifest["positive_rate_by_segment"]["l0_train"]
-    test = test.sort_values(list(KEY), kind="mergesort").reset_index(drop=True)
-    l0_cols = [f"l0_{name}" for name in bundle.level0_names]
-    metrics = evaluate_test(test, l0_cols, cfg.eval.threshold)
+    return {"out": str(target), "metrics": metrics, **evaluation}
+
+
+def _per_symbol(counts: list[Any]) -> dict[str, dict[str, int]]:
     per_symbol: dict[str, dict[str, int]] = {}
     for r in counts:
         blank = {"ok": 0, "warmup": 0, "no_label": 0, "invalid": 0, UNKNOWN_SYMBOL: 0}
         per_symbol.setdefault(r["symbol"], blank)[r["_status"]] = r["count"]
-    evaluation = {
-        "run_id": manifest["run_id"],
-        "run_dir": str(bundle.run_dir),
-        "data": dataset.fingerprint(),
-        "period_utc": [utc_text(int(test["open_time"].min())), utc_text(int(test["open_time"].max()))],
-        "rows": len(test),
-        "per_symbol": per_symbol,
-        "checks": featurized.checks,
-        "seconds": time.time() - t0,
-    }
-    _write(target, bundle, manifest, metrics, evaluation, test)
-    return {"out": str(target), "metrics": metrics, **evaluation}
+    return per_symbol
 
 
-def _write(target: Path, bundle: Bundle, manifest: dict[str, Any], metrics: dict, evaluation: dict, test: Any) -> None:
+def _write(
+    target: Path, bundle: Bundle, manifest: dict[str, Any], metrics: dict, evaluation: dict, test: DataFrame
+) -> None:
     """The evaluation folder, complete or not at all: built beside ``target`` and renamed into place."""
     work = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     (work / "predictions").mkdir(parents=True)
     try:
-        test.to_parquet(work / "predictions" / "test.parquet", index=False)
+        write_spark_parquet(test, work / "predictions" / "test.parquet")
         l2_fit = bundle.run_dir / "predictions" / "l2_fit.parquet"
         if l2_fit.is_file():
             # The run's own L2-fit rows: where the report may choose a threshold (before this period).

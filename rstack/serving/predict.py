@@ -7,13 +7,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rstack._io import write_parquet_atomic
+from rstack._io import write_spark_parquet
 from rstack.data.discover import Dataset, read_klines
 from rstack.features.windows import repair_columns
 from rstack.models.bundle import Bundle
 
 if TYPE_CHECKING:
-    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
 
@@ -44,15 +43,14 @@ def predict_dir(
             .collect()
         )
         preds = bundle.score_features(feats.where(F.col("_status") == "ok"), threshold)
-        frame: pd.DataFrame = preds.toPandas()
-        frame = frame.sort_values(["symbol", "open_time"], kind="mergesort").reset_index(drop=True)
+        target = Path(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Sorted by (symbol, open_time) and written by the executors: no process holds all predictions.
+        rows_written = write_spark_parquet(preds, target)
     finally:
         for df in cached:
             with contextlib.suppress(Exception):  # the session may be gone; the error on its way out matters
                 df.unpersist()
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(frame, target)
     per_symbol: dict[str, dict[str, int]] = {}
     repairs: dict[str, dict[str, int]] = {}
     for r in counts:
@@ -66,7 +64,7 @@ def predict_dir(
     return {
         "run_id": bundle.manifest["run_id"],
         "out": str(target),
-        "rows_written": len(frame),
+        "rows_written": rows_written,
         "per_symbol": per_symbol,
         "unknown_symbols": sorted(s for s in per_symbol if s not in known),
         "warmup_rows": sum(v["warmup"] for v in per_symbol.values()),

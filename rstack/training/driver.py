@@ -94,6 +94,7 @@ class _Job:
                 kind,
                 self.summary["feature_columns"],
                 self.cfg,
+                str(self.run.work),
                 name=f"baseline-{kind}",
                 pool="baselines",
                 group=self.key,
@@ -110,8 +111,11 @@ class _Job:
         if again["cutoffs"] != self.summary["cutoffs"] or again["symbols"] != self.summary["symbols"]:
             raise TrainingError("the recomputed training table differs from the first one; train anew")
 
-    def fit_meta(self, tables: list[Any], batches: list[BatchSpec]) -> dict[str, Any]:
-        """Levels 1 and 2 on the host, retried when the host or a node holding Level-0 results is lost."""
+    def fit_meta(self, l0: list[str], batches: list[BatchSpec]) -> dict[str, Any]:
+        """Levels 1 and 2 on the host, retried when the host or a node holding Level-0 results is lost.
+
+        ``l0`` names each batch's predictions: its checkpoint's folder of Parquet parts, which the
+        executors wrote and Spark reads where it joins them; no process gathers the rows."""
         import ray
 
         prior = self.summary["positive_rate_by_segment"]["l0_train"]
@@ -121,16 +125,15 @@ class _Job:
             try:
                 # Which executors ran Level 0's tasks: read before Levels 1-2 add theirs.
                 self.executors = self.runtime.executors()
-                # The Arrow tables stay in Ray's object store; the host resolves the refs itself.
+                baselines = ray.get(self.baseline_refs)  # their Parquet folders' paths
                 ref = self.runtime.call(
                     host_meta,
                     self.key,
                     self.cfg,
                     str(self.run.work),
                     prior,
-                    len(tables),
-                    *tables,
-                    *self.baseline_refs,
+                    l0,
+                    baselines,
                     name="level1-level2",
                     group=self.key,
                 )
@@ -145,9 +148,9 @@ class _Job:
                     # the baselines started again; Level 0 is not refitted.
                     self.recover(exc)
                 else:
-                    # Lost with a node: the Level-0 predictions are read back from their checkpoints,
-                    # the baselines (whose results may have been there too) computed again.
-                    tables[:] = [ray.put(checkpointed(self.run, b)) for b in batches]
+                    # Lost with a node: the Level-0 predictions are read again from their checkpoints,
+                    # the baselines (whose task results may have been there too) computed again.
+                    l0[:] = [checkpointed(self.run, b) for b in batches]
                     self.start_baselines()
 
     def release(self, timeout: float | None = None) -> None:
@@ -228,7 +231,7 @@ def _train(job: _Job, t_start: float, resumed: bool) -> TrainResult:
     job.start_baselines()
     gauge = progress_gauge(run.run_id, len(batches), len(restored))
     t = time.time()
-    metas, table_refs = run_batches(
+    metas, path_refs = run_batches(
         [b for b in batches if b.batch_id not in restored],
         job.submit,
         cfg.level0.concurrency,
@@ -237,9 +240,10 @@ def _train(job: _Job, t_start: float, resumed: bool) -> TrainResult:
         cancel=lambda: runtime.cancel(job.key),
         progress=lambda done: gauge(done + len(restored)),
     )
-    for batch_id, (meta, table) in restored.items():
+    paths = {batch_id: ray.get(ref) for batch_id, ref in path_refs.items()}
+    for batch_id, (meta, path) in restored.items():
         metas[batch_id] = {**meta, "restored": True}
-        table_refs[batch_id] = ray.put(table)
+        paths[batch_id] = path
     timings["level0"] = time.time() - t
     fitted = [m for m in metas.values() if not m.get("restored")]
     overlap = max_overlap([(m["started"], m["ended"]) for m in fitted]) if fitted else 0
@@ -256,7 +260,7 @@ def _train(job: _Job, t_start: float, resumed: bool) -> TrainResult:
 
     t = time.time()
     log.info("level1+2: fitting on out-of-sample Level-0 predictions")
-    meta_result = job.fit_meta([table_refs[i] for i in ordered], [batches[i] for i in ordered])
+    meta_result = job.fit_meta([paths[i] for i in ordered], [batches[i] for i in ordered])
     timings["level1_level2"] = time.time() - t
     timings.update({f"level1_level2.{k}": v for k, v in meta_result["timings"].items()})
     job.release()

@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
+from rstack._io import write_spark_dir, write_spark_parquet
 from rstack.config import Config, Level0Config
 from rstack.data.discover import Dataset
 from rstack.faults import crash_point
@@ -20,7 +19,7 @@ from rstack.features.vol import har_columns
 from rstack.models.estimators import gradient_boosted, har_logit, random_forest
 from rstack.models.level0 import BatchSpec, fit_level0_batch, probability_of_one
 from rstack.models.meta import base_rows, fit_levels_1_2
-from rstack.training.checkpoint import save_batch
+from rstack.training.checkpoint import predictions_path, save_batch
 from rstack.training.runs import writing_into
 
 if TYPE_CHECKING:
@@ -43,18 +42,27 @@ def host_level0(
     feature_cols: list[str],
     cfg: Level0Config,
     run_work: str,
-) -> tuple[dict[str, Any], pa.Table]:
+) -> tuple[dict[str, Any], str]:
+    """Returns (the batch's metadata, the folder its predictions were written to)."""
     model_rel = f"level0/{batch.name}"
+    out = predictions_path(Path(run_work), batch.name)
     with writing_into(Path(run_work)):
-        meta, table = fit_level0_batch(state[run_key], batch, feature_cols, cfg, f"{run_work}/{model_rel}")
-        meta["checkpoint_seconds"] = save_batch(Path(run_work), batch.name, model_rel, meta, table)
-    return meta, table
+        meta = fit_level0_batch(state[run_key], batch, feature_cols, cfg, f"{run_work}/{model_rel}", str(out))
+        meta["checkpoint_seconds"] = save_batch(Path(run_work), batch.name, model_rel, meta)
+    return meta, str(out)
 
 
 def host_baseline(
-    spark: SparkSession, state: dict[str, Any], run_key: str, kind: str, feature_cols: list[str], cfg: Config
-) -> pa.Table:
-    """A single model of all symbols, as the stack's honest competitor; scores test rows only."""
+    spark: SparkSession,
+    state: dict[str, Any],
+    run_key: str,
+    kind: str,
+    feature_cols: list[str],
+    cfg: Config,
+    run_work: str,
+) -> str:
+    """A single model of all symbols, as the stack's honest competitor; scores test rows only, into a
+    Parquet folder under the run's work folder, whose path it returns."""
     from pyspark.sql import functions as F
 
     table = state[run_key]
@@ -66,8 +74,10 @@ def host_baseline(
     else:
         # Everything before test: as much history as the whole stack sees across its three levels.
         model = gradient_boosted(feature_cols, cfg.level0.seed).fit(table.where(F.col("segment") <= 2))
-    scored = probability_of_one(model, table.where(F.col("segment") == 3), f"baseline_{kind}").toPandas()
-    return pa.Table.from_pandas(scored, preserve_index=False)
+    out = Path(run_work, "checkpoints", "baselines", f"{kind}.parquet")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_spark_dir(probability_of_one(model, table.where(F.col("segment") == 3), f"baseline_{kind}"), out)
+    return str(out)
 
 
 def host_meta(
@@ -77,18 +87,25 @@ def host_meta(
     cfg: Config,
     run_path: str,
     prior: float,
-    n_l0: int,
-    *tables: pa.Table,
+    l0: list[str],
+    baselines: list[str],
 ) -> dict[str, Any]:
+    """Levels 1 and 2 from the Level-0 and baseline predictions (Parquet folders the executors wrote,
+    read back by Spark, never gathered); writes the run's prediction files."""
     crash_point("meta.start")
     base = base_rows(state[run_key], cfg.level1.context)
-    l0_tables, baseline_tables = list(tables[:n_l0]), list(tables[n_l0:])
-    result, test = fit_levels_1_2(
-        spark, base, l0_tables, cfg, f"{run_path}/level1", f"{run_path}/level2", prior, baseline_tables
+    l0_frames = [spark.read.parquet(path) for path in l0]
+    baseline_frames = [spark.read.parquet(path) for path in baselines]
+    result, test, l2_fit = fit_levels_1_2(
+        base, l0_frames, cfg, f"{run_path}/level1", f"{run_path}/level2", prior, baseline_frames
     )
-    Path(run_path, "predictions").mkdir(exist_ok=True)
-    test.to_parquet(Path(run_path, "predictions", "test.parquet"), index=False)
-    result.pop("l2_fit_predictions").to_parquet(Path(run_path, "predictions", "l2_fit.parquet"), index=False)
+    try:
+        Path(run_path, "predictions").mkdir(exist_ok=True)
+        write_spark_parquet(test, Path(run_path, "predictions", "test.parquet"))
+        write_spark_parquet(l2_fit, Path(run_path, "predictions", "l2_fit.parquet"))
+    finally:
+        test.unpersist()
+        l2_fit.unpersist()
     return result
 
 

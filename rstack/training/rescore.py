@@ -16,7 +16,6 @@ from rstack.models.bundle import Bundle
 from rstack.models.meta import PRIOR_COL, evaluate_test
 
 if TYPE_CHECKING:
-    import pandas as pd
     from pyspark.sql import SparkSession
 
 
@@ -36,11 +35,10 @@ def rescore_run(spark: SparkSession, state: dict[str, Any], run_dir: str, datase
     table, _ = build_training_table(spark, dataset, bundle.config)
     try:
         rows = table.where(F.col("segment") == 3)
-        scored: pd.DataFrame = bundle.score_features(rows).toPandas()
-        truth: pd.DataFrame = rows.select(*KEY, "label", BASELINE_COL).toPandas()
+        truth = rows.select(*KEY, "label", BASELINE_COL)
+        prior = F.lit(float(manifest["positive_rate_by_segment"]["l0_train"]))
+        test = truth.join(bundle.score_features(rows), on=list(KEY), how="left").withColumn(PRIOR_COL, prior)
+        l0_cols = [f"l0_{name}" for name in bundle.level0_names]
+        return evaluate_test(test, l0_cols, bundle.config.eval.threshold)
     finally:
         table.unpersist()
-    test = truth.merge(scored, on=list(KEY), how="left", validate="one_to_one")
-    test[PRIOR_COL] = manifest["positive_rate_by_segment"]["l0_train"]
-    l0_cols = [f"l0_{name}" for name in bundle.level0_names]
-    return evaluate_test(test, l0_cols, bundle.config.eval.threshold)

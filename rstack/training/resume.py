@@ -6,8 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from rstack.config import Config, result_config
 from rstack.data.discover import Dataset
 from rstack.errors import ConfigError, InputError, TrainingError
@@ -18,7 +16,8 @@ from rstack.training.runs import RUN_RECORD, RunDir
 log = logging.getLogger("rstack")
 
 
-def checkpointed(run: RunDir, batch: BatchSpec) -> pa.Table:
+def checkpointed(run: RunDir, batch: BatchSpec) -> str:
+    """The folder of a finished batch's checkpointed predictions."""
     found = load_batch(run.work, batch.name)
     if found is None:
         raise TrainingError(
@@ -62,7 +61,7 @@ def open_run(models_dir: Path, cfg: Config, dataset: Dataset, resume: str | None
     return run
 
 
-def restored_batches(run: RunDir, batches: list[BatchSpec]) -> dict[int, tuple[dict[str, Any], pa.Table]]:
+def restored_batches(run: RunDir, batches: list[BatchSpec]) -> dict[int, tuple[dict[str, Any], str]]:
     out = {}
     for batch in batches:
         found = load_batch(run.work, batch.name)

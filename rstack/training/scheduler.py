@@ -65,7 +65,7 @@ def run_batches(
     cancel: Callable[[], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[int, dict[str, Any]], dict[int, Any]]:
-    """Run every batch through ``submit`` (returns the refs of its metadata and its predictions),
+    """Run every batch through ``submit`` (returns the refs of its metadata and of its predictions' path),
     at most ``concurrency`` at once, each retried up to ``max_retries`` times.
 
     rstack's own errors (bad input, one-class labels) are not retried: they would fail again. A lost
