@@ -287,3 +287,23 @@ def test_metrics_tables_share_one_row_builder() -> None:
         "level2                       0.7159      n/a   0.2104",
         "verdict: v",
     ]
+
+
+def test_large_predictions_are_read_as_a_bounded_systematic_sample(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rstack.reporting.load import load_predictions
+
+    n = 10_007
+    table = pa.table({"symbol": ["AUSDT"] * n, "open_time": list(range(n)), "label": [1.0, 0.0] * 5003 + [1.0],
+                      "l2": [i / n for i in range(n)]})  # fmt: skip
+    path = tmp_path / "test.parquet"
+    pq.write_table(table, path, row_group_size=777)  # groups that do not divide the step
+    whole = load_predictions(path)
+    assert len(whole) == n and "sampled_from" not in whole.attrs
+    sample = load_predictions(path, max_rows=1000)
+    assert sample.attrs["sampled_from"] == n
+    # Every 11th row (ceil(10007 / 1000)), across row-group boundaries, and no more than asked for.
+    assert sample["open_time"].tolist() == list(range(0, n, 11))
+    assert len(sample) <= 1000

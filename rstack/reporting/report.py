@@ -21,6 +21,7 @@ from rstack.reporting.curves import f1_threshold, verdict
 from rstack.reporting.html import Image, render_page
 from rstack.reporting.load import (
     L2_FIT_PREDICTIONS,
+    REPORT_ROWS,
     TEST_PREDICTIONS,
     Scores,
     l2_fit_overlap,
@@ -193,6 +194,12 @@ def write_report(run_dir: Path) -> dict[str, Any]:
             f'{evaluation["period_utc"][0]} to {evaluation["period_utc"][1]}: every "test" figure below is '
             "that period's, scored by the saved models with the run's own thresholds."
         )
+    for frame, rel in ((test, TEST_PREDICTIONS), (l2_fit, L2_FIT_PREDICTIONS)):
+        if frame is not None and (total := frame.attrs.get("sampled_from")):
+            notes.append(
+                f"{rel} holds {total:,} rows: the curves, per-symbol figures and confusion matrices below are "
+                f"drawn from every {-(-total // REPORT_ROWS)}-th row ({len(frame):,}); the metrics tables use all rows."
+            )
     curves, score_notes = model_scores(test, metrics)
     notes += score_notes
     sentence, beats, best_baseline = verdict(metrics)
