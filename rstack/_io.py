@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import math
 import os
@@ -81,14 +82,21 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path | str) -> None:
 def write_spark_dir(df: DataFrame, path: Path | str) -> None:
     """``df`` as a folder of Parquet parts written by the executors, in place only when complete."""
     import shutil
+    import uuid
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # A name of its own per call: a retried task and the straggler it replaces never share a folder.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         df.write.mode("overwrite").parquet(str(tmp))
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            # Another writer of the same job (a retry beside its straggler) put its complete folder
+            # there between the removal and the rename: both wrote the same rows, keep that one.
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (path / "_SUCCESS").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -100,6 +108,12 @@ def parquet_rows(path: Path | str) -> int:
     path = Path(path)
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def part_number(path: Path) -> int:
+    """A Spark part file's number (``part-00042-<uuid>.snappy.parquet``: 42), which is its range order;
+    by name, ``part-100000`` would sort before ``part-99999``."""
+    return int(path.name.split("-")[1])
 
 
 def write_spark_parquet(df: DataFrame, path: Path | str, order: tuple[str, ...] = KEY) -> int:
@@ -116,8 +130,7 @@ def write_spark_parquet(df: DataFrame, path: Path | str, order: tuple[str, ...] 
     rows = 0
     try:
         write_spark_dir(df.orderBy(*order), parts_dir)
-        # Part files are numbered in range order, so their name order is the sort order.
-        parts = sorted(parts_dir.glob("part-*.parquet"))
+        parts = sorted(parts_dir.glob("part-*.parquet"), key=lambda p: (part_number(p), p.name))
         with atomic_path(path) as tmp:
             writer = None
             try:

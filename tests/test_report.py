@@ -307,3 +307,35 @@ def test_large_predictions_are_read_as_a_bounded_systematic_sample(tmp_path: Pat
     # Every 11th row (ceil(10007 / 1000)), across row-group boundaries, and no more than asked for.
     assert sample["open_time"].tolist() == list(range(0, n, 11))
     assert len(sample) <= 1000
+
+
+@pytest.mark.parametrize(
+    ("l2_times", "cutoff", "why"),
+    [
+        # The one offending row is not in a 1-in-11 sample: the check must not depend on the sample.
+        pytest.param([*range(0, 5000), 5001], 10**6, "times overlap the test rows", id="shared-row"),
+        pytest.param([*range(0, 5000), 5001], 5001, "reach past the test cutoff", id="past-cutoff"),
+        pytest.param(list(range(0, 5000)), 5001, None, id="disjoint"),
+    ],
+)
+def test_l2_fit_overlap_is_decided_on_whole_files_not_samples(
+    tmp_path: Path, l2_times: list[int], cutoff: int, why: str | None
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rstack.reporting.load import l2_fit_overlap, load_predictions
+
+    def write(name: str, times: list[int]) -> Path:
+        n = len(times)
+        table = pa.table({"symbol": ["AUSDT"] * n, "open_time": times, "label": [i % 2 * 1.0 for i in range(n)],
+                          "l2": [0.5] * n})  # fmt: skip
+        pq.write_table(table, tmp_path / name, row_group_size=777)
+        return tmp_path / name
+
+    l2_fit = load_predictions(write("l2_fit.parquet", l2_times), max_rows=500)
+    test = load_predictions(write("test.parquet", list(range(5001, 10_001))), max_rows=500)
+    assert 5001 not in set(l2_fit["open_time"])  # the sample missed it
+    manifest = {"cutoffs": {"cutoffs_ms": [0, 0, cutoff], "cutoffs_utc": ["a", "b", "c"]}}
+    got = l2_fit_overlap(l2_fit, test, manifest)
+    assert (got is None) if why is None else (got is not None and why in got)

@@ -110,7 +110,7 @@ class Bundle:
         recorded = manifest.get("checksums") or {}
         if not recorded:
             raise InputError(f"{run_dir / MANIFEST}: no model checksums recorded; retrain with this rstack")
-        actual = model_checksums(run_dir, cls._model_dirs(manifest))
+        actual = model_checksums(run_dir, cls.model_dirs(manifest))
         for rel, digest in sorted(recorded.items()):
             if actual.get(rel) != digest:
                 state = "is missing" if rel not in actual else "was changed after training"
@@ -121,7 +121,7 @@ class Bundle:
         return cls(run_dir, manifest, config)
 
     @staticmethod
-    def _model_dirs(manifest: dict[str, Any]) -> list[str]:
+    def model_dirs(manifest: dict[str, Any]) -> list[str]:
         m = manifest["models"]
         return [*m["level0"].values(), m["level1"], m["level2"]]
 

@@ -34,23 +34,47 @@ def score_column(df: DataFrame) -> str:
     return next(c for c in df.columns if c not in KEY)
 
 
-def _require_complete(df: DataFrame, cols: list[str], what: str) -> None:
-    """Every row has a value in each of ``cols``: a missing prediction is an error, never a silent drop."""
+def _require_complete(
+    df: DataFrame, cols: list[str], what: str, *, rows: int | None = None, values: int | None = None
+) -> None:
+    """Every row has a value in each of ``cols``: a missing prediction is an error, never a silent drop.
+
+    With ``rows`` and ``values`` (the rows ``df`` should have, the values its ``cols`` should hold in
+    all), a joined table whose inputs repeat a (symbol, open_time) or hold keys it does not is an
+    error too: one pass over ``df`` checks all three."""
     from pyspark.sql import functions as F
 
     if not cols:
         return
-    nulls = df.select(*[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in cols]).first()
+    got = df.select(
+        F.count(F.lit(1)).alias("_rows"),
+        *[F.sum(F.col(c).isNull().cast("long")).alias(c) for c in cols],
+        *[F.count(c).alias(f"_n_{c}") for c in cols],
+    ).first()
+    assert got is not None  # an aggregate without grouping always returns one row
     for col in cols:
-        if nulls is not None and nulls[col]:
-            raise TrainingError(f"{col} returned no prediction for {nulls[col]} {what} rows; rerun the training")
+        if got[col]:
+            raise TrainingError(f"{col} returned no prediction for {got[col]} {what} rows; rerun the training")
+    if rows is not None and got["_rows"] != rows:
+        raise TrainingError(
+            f"the {what} table has {got['_rows']} rows after joining {', '.join(cols)}, not {rows}: a prediction "
+            "table repeats a (symbol, open_time); delete the run's checkpoints and train again"
+        )
+    held = sum(got[f"_n_{c}"] for c in cols)
+    if values is not None and held != values:
+        raise TrainingError(
+            f"the {what} table holds {held} of the {values} predictions in {', '.join(cols)}: some repeat a "
+            "(symbol, open_time) or name rows the run does not have; delete the run's checkpoints and train again"
+        )
 
 
 def gather_meta_features(base: DataFrame, l0: list[DataFrame]) -> DataFrame:
-    """Every Level-0 prediction table joined onto the (symbol, open_time, segment, label) rows.
+    """Every Level-0 prediction table joined onto the (symbol, open_time, segment, label) rows,
+    persisted (the caller unpersists it) and checked: one prediction per row and model, no more.
 
     The tables are stacked long and pivoted wide in one shuffle, then joined once, rather than one
     join per batch: a thousand symbols make a hundred batches."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     cols = [score_column(df) for df in l0]
@@ -60,8 +84,14 @@ def gather_meta_features(base: DataFrame, l0: list[DataFrame]) -> DataFrame:
     ]
     stacked = reduce(lambda a, b: a.unionByName(b), long)
     wide = stacked.groupBy(*KEY).pivot("_model", list[bool | float | int | str](cols)).agg(F.first("_p"))
-    out = base.join(wide, on=list(KEY), how="left")
-    _require_complete(out, cols, "meta")
+    out = base.join(wide, on=list(KEY), how="left").persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        # A repeated key would be hidden by first() and a key outside ``base`` by the left join:
+        # both show as fewer values held than predictions read.
+        _require_complete(out, cols, "meta", values=stacked.count())
+    except BaseException:
+        out.unpersist()
+        raise
     return out
 
 
@@ -99,7 +129,8 @@ def fit_levels_1_2(
     from pyspark.sql import functions as F
 
     t0 = time.time()
-    frame = gather_meta_features(base, l0).persist(StorageLevel.MEMORY_AND_DISK)
+    frame = gather_meta_features(base, l0)
+    persisted: list[DataFrame] = []  # the returned rows, released here only when this fails
     try:
         l0_cols = sorted(c for c in frame.columns if c.startswith("l0_"))
         l1_inputs, l2_inputs = meta_inputs(l0_cols, cfg)
@@ -112,14 +143,17 @@ def fit_levels_1_2(
         scored = with_probability(l2, later, L2_COL).withColumn(PRIOR_COL, F.lit(float(prior)))
         l2_fit = scored.where(F.col("segment") == 2).select(*columns)
         test = scored.where(F.col("segment") == 3).select(*columns)
-        extra_cols = []
+        extra_cols, extra_values = [], 0
         for df in baselines or []:
             col = score_column(df)
             test = test.join(df.select(*KEY, col), on=list(KEY), how="left")
             extra_cols.append(col)
+            extra_values += df.count()
+        test_rows = frame.where(F.col("segment") == 3).count() if extra_cols else None
         test = test.persist(StorageLevel.MEMORY_AND_DISK)
         l2_fit = l2_fit.persist(StorageLevel.MEMORY_AND_DISK)
-        _require_complete(test, extra_cols, "test")
+        persisted += [test, l2_fit]
+        _require_complete(test, extra_cols, "test", rows=test_rows, values=extra_values)
         t2 = time.time()
         metrics = evaluate_test(test, l0_cols, cfg.eval.threshold, extra_cols)
         # Validation figures for choices about Levels 0 and 1 (never Level 2, which is fitted on these rows).
@@ -129,6 +163,10 @@ def fit_levels_1_2(
         t3 = time.time()
         l1.write().overwrite().save(level1_path)
         l2.write().overwrite().save(level2_path)
+    except BaseException:
+        for df in persisted:
+            df.unpersist()
+        raise
     finally:
         frame.unpersist()
     timings = {"level1_fit": t1 - t0, "level2_fit": t2 - t1, "evaluate": t3 - t2, "save_meta": time.time() - t3}

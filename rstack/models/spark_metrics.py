@@ -13,6 +13,7 @@ from __future__ import annotations
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
+from rstack.errors import TrainingError
 from rstack.models.metrics import EPS
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def _pointwise(stacked: DataFrame, threshold: float) -> dict[str, dict[str, Any]
 
     rows = stacked.groupBy("name").agg(
         F.count("*").alias("rows"),
+        count(s.isNull() | F.isnan(s)).alias("missing"),
         F.sum(y).alias("positives"),
         F.sum(-(y * F.log(p) + (1 - y) * F.log(1 - p))).alias("log_loss_sum"),
         F.sum((s - y) * (s - y)).alias("squares"),
@@ -52,6 +54,13 @@ def _pointwise(stacked: DataFrame, threshold: float) -> dict[str, dict[str, Any]
     out = {}
     for r in rows.collect():
         n = r["rows"]
+        if r["missing"]:
+            # Spark's sums would skip a null and carry a NaN through: neither is a figure to report.
+            raise TrainingError(
+                f"the scores of {r['name']} have {r['missing']} missing (null or NaN) values in {n} rows, so "
+                "no metric of it is defined; a model or its input is damaged: check the data "
+                "(rstack data check) and train again"
+            )
         out[r["name"]] = {
             "log_loss": r["log_loss_sum"] / n,
             "brier": r["squares"] / n,
@@ -118,7 +127,8 @@ def _ranking(stacked: DataFrame) -> dict[str, tuple[float, float]]:
 
 
 def evaluate_frame(df: DataFrame, scores: dict[str, str], threshold: float, label: str = "label") -> dict[str, Any]:
-    """``{name: metrics.evaluate(label, df[column], threshold)}`` for every ``name: column`` of ``scores``."""
+    """``{name: metrics.evaluate(label, df[column], threshold)}`` for every ``name: column`` of ``scores``;
+    a null or NaN score is an error (``TrainingError``), as it is for scikit-learn's metrics."""
     stacked = _long(df, scores, label)
     pointwise = _pointwise(stacked, threshold)
     ranking = _ranking(stacked)

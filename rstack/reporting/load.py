@@ -69,12 +69,35 @@ def load_predictions(path: Path, max_rows: int = REPORT_ROWS) -> pd.DataFrame:
                 start += group.num_rows
             frame = pa.concat_tables(kept).to_pandas()
             frame.attrs["sampled_from"] = total
+        frame.attrs["open_time_range"] = _open_time_range(source)
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise InputError(f"{path} is not a readable Parquet file ({exc}); retrain the run to re-create it") from exc
     missing = [c for c in ("symbol", "open_time", "label", "l2") if c not in frame.columns]
     if missing:
         raise InputError(f"{path} lacks column(s) {missing}; it was not written by rstack train, retrain the run")
     return frame
+
+
+def _open_time_range(source: Any) -> tuple[int, int] | None:
+    """(min, max) open_time of the whole file from its row groups' statistics, or by reading that one
+    column a row group at a time where a writer left no statistics; None for an empty file."""
+    import pyarrow.compute as pc
+
+    col = source.schema_arrow.get_field_index("open_time")
+    if col < 0:
+        return None  # load_predictions names the missing column
+    lows, highs = [], []
+    for i in range(source.num_row_groups):
+        stats = source.metadata.row_group(i).column(col).statistics
+        if stats is not None and stats.has_min_max:
+            lows.append(int(stats.min))
+            highs.append(int(stats.max))
+        else:
+            bounds = pc.min_max(source.read_row_group(i, columns=["open_time"]).column(0))
+            if bounds["min"].is_valid:
+                lows.append(int(bounds["min"].as_py()))
+                highs.append(int(bounds["max"].as_py()))
+    return (min(lows), max(highs)) if lows else None
 
 
 def scores(frame: pd.DataFrame, column: str) -> Scores:
@@ -109,14 +132,30 @@ def model_scores(test: pd.DataFrame, metrics: dict[str, dict[str, Any]]) -> tupl
 
 
 def l2_fit_overlap(l2_fit: pd.DataFrame, test: pd.DataFrame, manifest: dict[str, Any]) -> str | None:
-    """Why the L2-fit rows may not be used to pick a threshold, or None when they are safe to use."""
+    """Why the L2-fit rows may not be used to pick a threshold, or None when they are safe to use.
+
+    Decided on the whole files, not on a sample: the files' open_time ranges (``load_predictions``
+    reads them from the Parquet footers) show L2-fit ending before the test cutoff and before the first
+    test row; rows are compared one by one only where both files were read whole."""
+    l2_range = l2_fit.attrs.get("open_time_range") or _frame_range(l2_fit)
+    test_range = test.attrs.get("open_time_range") or _frame_range(test)
     cutoffs = manifest.get("cutoffs", {}).get("cutoffs_ms") or []
-    if len(cutoffs) == 3 and len(l2_fit) and int(l2_fit["open_time"].max()) >= int(cutoffs[2]):
+    if len(cutoffs) == 3 and l2_range and l2_range[1] >= int(cutoffs[2]):
         return f"its rows reach past the test cutoff {manifest['cutoffs'].get('cutoffs_utc', cutoffs)[2]}"
+    if l2_range is None or test_range is None or l2_range[1] < test_range[0]:
+        return None  # one is empty, or every L2-fit row is older than every test row: none can be shared
+    if l2_fit.attrs.get("sampled_from") or test.attrs.get("sampled_from"):
+        return "their times overlap the test rows' and the files are too large to compare row by row here"
     shared = l2_fit[["symbol", "open_time"]].merge(test[["symbol", "open_time"]], on=["symbol", "open_time"])
     if len(shared):
         return f"{len(shared)} of its rows are also test rows"
     return None
+
+
+def _frame_range(frame: pd.DataFrame) -> tuple[int, int] | None:
+    if not len(frame):
+        return None
+    return int(frame["open_time"].min()), int(frame["open_time"].max())
 
 
 def level0_importances(manifest: dict[str, Any]) -> list[tuple[str, dict[str, float]]]:

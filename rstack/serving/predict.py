@@ -42,7 +42,10 @@ def predict_dir(
             .agg(F.count("*").alias("count"), *[F.sum((ok & F.col(f)).cast("long")).alias(f) for f in flags])
             .collect()
         )
+        # Persisted: the sorted write's range sampling and the write itself would each score the rows.
         preds = bundle.score_features(feats.where(F.col("_status") == "ok"), threshold)
+        preds = preds.persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(preds)
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)
         # Sorted by (symbol, open_time) and written by the executors: no process holds all predictions.

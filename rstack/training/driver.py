@@ -24,7 +24,7 @@ from rstack.models.bundle import Bundle, model_checksums
 from rstack.models.level0 import BatchSpec
 from rstack.training.host import host_baseline, host_level0, host_meta, host_prepare, host_release
 from rstack.training.manifest import build_manifest
-from rstack.training.resume import checkpointed, open_run, restored_batches
+from rstack.training.resume import open_run, restored_batches
 from rstack.training.runs import RunDir
 from rstack.training.scheduler import cause_of, host_lost, max_overlap, progress_gauge, refs_lost, run_batches
 
@@ -111,13 +111,12 @@ class _Job:
         if again["cutoffs"] != self.summary["cutoffs"] or again["symbols"] != self.summary["symbols"]:
             raise TrainingError("the recomputed training table differs from the first one; train anew")
 
-    def fit_meta(self, l0: list[str], batches: list[BatchSpec]) -> dict[str, Any]:
-        """Levels 1 and 2 on the host, retried when the host or a node holding Level-0 results is lost.
+    def fit_meta(self, l0: list[str]) -> dict[str, Any]:
+        """Levels 1 and 2 on the host, retried when the host or a node holding task results is lost.
 
         ``l0`` names each batch's predictions: its checkpoint's folder of Parquet parts, which the
-        executors wrote and Spark reads where it joins them; no process gathers the rows."""
-        import ray
-
+        executors wrote and Spark reads where it joins them; no process gathers the rows, and a lost
+        node loses none of them (they are files in the run's folder, not objects in a node's store)."""
         prior = self.summary["positive_rate_by_segment"]["l0_train"]
         retries = self.cfg.level0.max_retries
         attempt = 0
@@ -125,7 +124,7 @@ class _Job:
             try:
                 # Which executors ran Level 0's tasks: read before Levels 1-2 add theirs.
                 self.executors = self.runtime.executors()
-                baselines = ray.get(self.baseline_refs)  # their Parquet folders' paths
+                baselines = self.runtime.get(self.baseline_refs)  # their Parquet folders' paths
                 ref = self.runtime.call(
                     host_meta,
                     self.key,
@@ -148,9 +147,7 @@ class _Job:
                     # the baselines started again; Level 0 is not refitted.
                     self.recover(exc)
                 else:
-                    # Lost with a node: the Level-0 predictions are read again from their checkpoints,
-                    # the baselines (whose task results may have been there too) computed again.
-                    l0[:] = [checkpointed(self.run, b) for b in batches]
+                    # Lost with a node: the baselines' task results (their paths) may have been there.
                     self.start_baselines()
 
     def release(self, timeout: float | None = None) -> None:
@@ -260,7 +257,7 @@ def _train(job: _Job, t_start: float, resumed: bool) -> TrainResult:
 
     t = time.time()
     log.info("level1+2: fitting on out-of-sample Level-0 predictions")
-    meta_result = job.fit_meta([paths[i] for i in ordered], [batches[i] for i in ordered])
+    meta_result = job.fit_meta([paths[i] for i in ordered])
     timings["level1_level2"] = time.time() - t
     timings.update({f"level1_level2.{k}": v for k, v in meta_result["timings"].items()})
     job.release()
@@ -269,7 +266,7 @@ def _train(job: _Job, t_start: float, resumed: bool) -> TrainResult:
     manifest = build_manifest(run, cfg, job.dataset, summary, batches, metas_list, meta_result, runtime, overlap)
     manifest["resumed"] = resumed
     manifest["runtime"]["executors"] = job.executors
-    manifest["checksums"] = model_checksums(run.work, Bundle._model_dirs(manifest))
+    manifest["checksums"] = model_checksums(run.work, Bundle.model_dirs(manifest))
     manifest["timings"] = {**timings, "save": 0.0, "total": time.time() - t_start}
     run.write_manifest(manifest)
     final = run.commit()

@@ -23,7 +23,7 @@ from rstack.training.checkpoint import predictions_path, save_batch
 from rstack.training.runs import writing_into
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 def host_prepare(
@@ -45,8 +45,8 @@ def host_level0(
 ) -> tuple[dict[str, Any], str]:
     """Returns (the batch's metadata, the folder its predictions were written to)."""
     model_rel = f"level0/{batch.name}"
-    out = predictions_path(Path(run_work), batch.name)
     with writing_into(Path(run_work)):
+        out = predictions_path(Path(run_work), batch.name)
         meta = fit_level0_batch(state[run_key], batch, feature_cols, cfg, f"{run_work}/{model_rel}", str(out))
         meta["checkpoint_seconds"] = save_batch(Path(run_work), batch.name, model_rel, meta)
     return meta, str(out)
@@ -63,9 +63,13 @@ def host_baseline(
 ) -> str:
     """A single model of all symbols, as the stack's honest competitor; scores test rows only, into a
     Parquet folder under the run's work folder, whose path it returns."""
+    with writing_into(Path(run_work)):
+        return _fit_baseline(state[run_key], kind, feature_cols, cfg, Path(run_work))
+
+
+def _fit_baseline(table: DataFrame, kind: str, feature_cols: list[str], cfg: Config, run_work: Path) -> str:
     from pyspark.sql import functions as F
 
-    table = state[run_key]
     if kind == "single_rf":
         model = random_forest(feature_cols, cfg.level0).fit(table.where(F.col("segment") == 0))
     elif kind == "har_logit":

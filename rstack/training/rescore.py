@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 def rescore_run(spark: SparkSession, state: dict[str, Any], run_dir: str, dataset: Dataset) -> dict[str, Any]:
     """Test metrics of the saved models in ``run_dir`` on ``dataset`` (the host-function signature)."""
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     bundle = Bundle.open(Path(run_dir))
@@ -33,12 +34,16 @@ def rescore_run(spark: SparkSession, state: dict[str, Any], run_dir: str, datase
             f"from {manifest['data']['root']}); rescore with the training data"
         )
     table, _ = build_training_table(spark, dataset, bundle.config)
+    cached = [table]
     try:
         rows = table.where(F.col("segment") == 3)
         truth = rows.select(*KEY, "label", BASELINE_COL)
         prior = F.lit(float(manifest["positive_rate_by_segment"]["l0_train"]))
         test = truth.join(bundle.score_features(rows), on=list(KEY), how="left").withColumn(PRIOR_COL, prior)
+        # Persisted: each metric pass would otherwise score the rows again.
+        cached.append(test.persist(StorageLevel.MEMORY_AND_DISK))
         l0_cols = [f"l0_{name}" for name in bundle.level0_names]
         return evaluate_test(test, l0_cols, bundle.config.eval.threshold)
     finally:
-        table.unpersist()
+        for df in cached:
+            df.unpersist()

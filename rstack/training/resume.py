@@ -8,23 +8,12 @@ from typing import Any
 
 from rstack.config import Config, result_config
 from rstack.data.discover import Dataset
-from rstack.errors import ConfigError, InputError, TrainingError
+from rstack.errors import ConfigError, InputError
 from rstack.models.level0 import BatchSpec
 from rstack.training.checkpoint import load_batch
 from rstack.training.runs import RUN_RECORD, RunDir
 
 log = logging.getLogger("rstack")
-
-
-def checkpointed(run: RunDir, batch: BatchSpec) -> str:
-    """The folder of a finished batch's checkpointed predictions."""
-    found = load_batch(run.work, batch.name)
-    if found is None:
-        raise TrainingError(
-            f"level0 {batch.name}'s predictions were lost with a node and it has no checkpoint in {run.work}; "
-            "resume the run (`--resume`) to refit it"
-        )
-    return found[1]
 
 
 def open_run(models_dir: Path, cfg: Config, dataset: Dataset, resume: str | None, run_id: str | None = None) -> RunDir:
