@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from rstack.cli import cluster, serve, train
+from rstack.cli import cluster, export, serve, train
 from rstack.cli.data import data_app
 from rstack.cli.runs import runs_app
 
@@ -18,6 +18,7 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
 app.command()(train.evaluate)
 app.command()(serve.predict)
 app.command()(serve.stream)
+app.command()(export.export)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 

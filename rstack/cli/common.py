@@ -13,6 +13,12 @@ from rstack.errors import RstackError
 
 # The --models option of the commands that read runs (evaluate, runs, runs show).
 RunsFolder = Annotated[Path, typer.Option("--models", "-m", help="Folder holding the runs.", envvar="RSTACK_MODELS")]
+# The options every command that starts Spark shares (predict, stream, export).
+RuntimeYaml = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML for the runtime section.", envvar="RSTACK_CONFIG")
+]
+RayAddress = Annotated[str | None, typer.Option(help="Ray cluster address.", envvar="RAY_ADDRESS")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "laptop.yaml"
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rstack.cli.common import fail, run_folder, runtime_config, setup_logging
+from rstack.cli.common import RayAddress, RuntimeYaml, Verbose, fail, run_folder, runtime_config, setup_logging
 from rstack.errors import InputError, RstackError
 
 
@@ -19,12 +19,10 @@ def predict(
         "models"
     ),
     threshold: Annotated[float | None, typer.Option(help="Class threshold on L2; default: the run's.")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML for the runtime section.", envvar="RSTACK_CONFIG")
-    ] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address.", envvar="RAY_ADDRESS")] = None,
+    config: RuntimeYaml = None,
+    address: RayAddress = None,
     dashboard: Annotated[bool | None, typer.Option("--dashboard/--no-dashboard", help="Ray dashboard.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Score klines with a saved run: every level's probability and the predicted class."""
     from rstack.cluster.runtime import Runtime
@@ -87,11 +85,9 @@ def stream(
     files_per_trigger: Annotated[int, typer.Option(help="Files per micro-batch.")] = 1,
     trigger_seconds: Annotated[float, typer.Option(help="Seconds between micro-batches.")] = 1.0,
     threshold: Annotated[float | None, typer.Option(help="Class threshold on L2; default: the run's.")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML for the runtime section.", envvar="RSTACK_CONFIG")
-    ] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address.", envvar="RAY_ADDRESS")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
+    config: RuntimeYaml = None,
+    address: RayAddress = None,
+    verbose: Verbose = False,
 ) -> None:
     """Score new kline files as they land (Spark Structured Streaming), until Ctrl-C or --once."""
     from rstack.cluster.runtime import Runtime
