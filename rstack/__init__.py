@@ -47,6 +47,7 @@ def train(
     walk_forward: int | None = None,
 ) -> TrainResult:
     """Train, evaluate and save a stack, as ``rstack train`` does; returns the run folder and manifest.
+    With ``config.tracking.uri`` set, the saved run is then logged to MLflow (``reporting/tracking.py``).
 
     ``config`` defaults to :func:`load_config`'s. With ``runtime`` (a started or unstarted
     :class:`rstack.cluster.runtime.Runtime`) the run uses it and leaves it running: its owner stops
@@ -63,6 +64,10 @@ def train(
             "walk_forward (--walk-forward) makes K new runs; it cannot be combined with resume or run_id "
             "(--resume, --run-id): resume each fold's run on its own"
         )
+    if cfg.tracking.uri is not None:
+        from rstack.reporting.tracking import check_tracking
+
+        check_tracking(cfg.tracking)  # before hours of training, not after
     own = runtime is None
     # Threads of the Spark host: the Level-0 batches, the baselines, and control calls (cancel, release).
     rt = runtime or Runtime(cfg.runtime, max_concurrency=cfg.level0.concurrency + len(cfg.eval.baselines) + 3)
@@ -70,11 +75,18 @@ def train(
         if walk_forward is not None:
             from rstack.training.walkforward import walk_forward as train_folds
 
-            return train_folds(Path(data_dir), Path(models), cfg, rt, walk_forward)
-        return train_run(Path(data_dir), Path(models), cfg, rt, resume=resume, run_id=run_id)
+            result = train_folds(Path(data_dir), Path(models), cfg, rt, walk_forward)
+        else:
+            result = train_run(Path(data_dir), Path(models), cfg, rt, resume=resume, run_id=run_id)
     finally:
         if own:
             rt.stop()
+    if cfg.tracking.uri is not None:
+        from rstack.reporting.tracking import log_run
+
+        # The committed run (with walk-forward, the last fold's, which carries the fold table).
+        log_run(result.run_dir, cfg.tracking)
+    return result
 
 
 __all__ = [

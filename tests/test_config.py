@@ -83,6 +83,7 @@ def test_env_text_is_parsed_into_the_declared_types() -> None:
         ("", {"features.mid_windows": "4h,soon"}, r"features.mid_windows = '4h,soon' is invalid: write a duration"),
         ("", {"features.week": "12h"}, r"features.week = '12h' is invalid: use a window longer than the day \(1d\)"),
         ("", {"runtime.spark_bind_address": "a b"}, r"'a b' is invalid: use an IP address or host name"),
+        ("", {"tracking.register": "m"}, r"tracking.register = 'm' is invalid: set tracking.uri \(--mlflow URI\)"),
         # Values that are not of the key's type.
         ("level0:\n  num_trees: yes\n", {}, r"level0.num_trees: expected an integer, got True"),
         ("", {"level0.num_trees": 2.5}, r"level0.num_trees: expected an integer, got 2.5"),

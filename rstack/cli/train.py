@@ -67,6 +67,14 @@ def train(
             show_default=False,
         ),
     ] = None,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(help="MLflow tracking URI: log the run there (tracking.uri).", show_default=False),
+    ] = None,
+    register: Annotated[
+        str | None,
+        typer.Option(help="With --mlflow: register the stack under this model name.", show_default=False),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug lines.")] = False,
 ) -> None:
     """Train, evaluate and save a 3-level stacked ensemble."""
@@ -85,6 +93,8 @@ def train(
         "runtime.executor_memory": executor_memory,
         "runtime.dashboard": dashboard,
         "level0.max_retries": max_retries,
+        "tracking.uri": mlflow,
+        "tracking.register": register,
     }
     # `ray job stop` and service managers send SIGTERM: stop as on Ctrl-C, leaving a resumable run.
     main_thread = threading.current_thread() is threading.main_thread()
@@ -103,6 +113,8 @@ def train(
         raise typer.Exit(130) from None
     m = result.manifest
     typer.echo(f"\nrun {m['run_id']} -> {result.run_dir}")
+    if (tracked := result.run_dir / "mlflow.json").is_file():
+        typer.echo(f"mlflow: {tracked.read_text().strip()}")
     typer.echo(f"test segment from {m['cutoffs']['cutoffs_utc'][2]}, {m['rows_by_segment']['test']} rows\n")
     typer.echo(format_metrics(m["metrics"], m["config"]["eval"]["threshold"]))
     t = m["timings"]
@@ -158,8 +170,17 @@ def evaluate(
                 f"run {result['run_id']} on {data}: {result['rows']} rows from {result['period_utc'][0]} to "
                 f"{result['period_utc'][1]} -> {target}"
             )
-            run_dir = target
+            trained_run, run_dir = run_dir, target
+        else:
+            trained_run = run_dir
         summary = write_report(run_dir)
+        if (trained_run / "mlflow.json").is_file():
+            from rstack.reporting.tracking import log_report
+
+            # The training run's MLflow run gets the report too (an evaluation's under its folder's name).
+            where = None if run_dir == trained_run else f"evaluation/{run_dir.name}"
+            mlflow_run = log_report(trained_run, Path(summary["html"]), where)
+            typer.echo(f"mlflow: report added to run {mlflow_run}")
     except RstackError as exc:
         raise fail(exc) from None
     typer.echo(summary_table(summary))

@@ -62,8 +62,7 @@ class FeatureConfig:
         rule(lambda w: len(w) >= 2 and min(w) >= 2, "give at least two windows, each >= 2 bars"),
     ] = (5, 10, 20, 50)
     volume_z_window: Annotated[Int, Field(ge=2, description="bars")] = 20
-    # Largest step between consecutive candles, in bars, that lags and windows may span; after a
-    # wider gap every window restarts (warm-up again), so no feature silently bridges missing data.
+    # Largest step between candles, in bars, a window may span; a wider gap restarts every window.
     max_gap_bars: Annotated[Int, Field(ge=1, description="1 = windows never span a missing candle")] = 1
     # Windows of the scaled set, defined in time so they follow the candle interval: the label
     # horizon, these in-between ones, a day and a week (HAR's three are horizon, day, week).
@@ -72,8 +71,7 @@ class FeatureConfig:
     week: Duration = "7d"
     # The intraday seasonal profile averages the same time of day over this many previous days.
     seasonal_days: Annotated[Int, Field(ge=1, description="days")] = 7
-    # A long window is defined when at least this share of its candles is present (time-based windows:
-    # a missing candle is a hole in the window, not a reason to restart it).
+    # A long window is defined when this share of its candles is present (a missing one is a hole).
     min_fill: Share = 0.8
 
     @model_validator(mode="after")
@@ -102,8 +100,7 @@ class SplitConfig:
     ] = (0.7, 0.1, 0.1, 0.1)
     embargo: Annotated[Int, Field(ge=0, description="bars")] = 0
     min_train_rows: Count = 100
-    # Use only candles before this fraction of the data's time range (walk-forward folds set it;
-    # the cut is applied to the raw candles, before any feature or label is computed).
+    # Only candles before this fraction of the time range, cut before any feature (walk-forward sets it).
     until: Share = 1.0
 
 
@@ -117,9 +114,8 @@ class Level0Config:
     max_depth: Depth = 10
     seed: Int = 42
     learner: Learner = "random_forest"
-    # Refit each Level-0 model on L0-train + L1-fit + L2-fit once its L0-train model has produced the
-    # meta-levels' training predictions; the refitted model scores test (and is what serving uses), so
-    # Level 0 is not 20 % of the history older than the baselines it is compared with.
+    # Refit each Level-0 model on L0-train..L2-fit after it scored the meta-levels' rows; the refit one
+    # scores test and serves, so Level 0 is not 20 % of the history older than the baselines.
     refit: bool = False
 
 
@@ -128,7 +124,7 @@ class Level1Config:
     num_trees: Count = 50
     max_depth: Depth = 8
     seed: Int = 42
-    # Feature-weighted stacking: features Level 1 sees beside the Level-0 probabilities.
+    # Feature-weighted stacking: what Level 1 sees beside the Level-0 probabilities.
     context: Annotated[tuple[str, ...], Listed] = ("lrv_1d", "lrv_7d", "lseas_h", "tod_sin", "tod_cos")
 
 
@@ -137,18 +133,16 @@ class Level2Config:
     max_iter: Count = 100
     reg_param: Annotated[float, Field(ge=0)] = 0.01
     elastic_net_param: Annotated[float, Field(ge=0, le=1)] = 0.5
-    # Skip connections: Level 2 sees every Level-0 probability beside Level 1's, so it is more than a
-    # monotone map of Level 1.
+    # Skip connections: Level 2 also sees every Level-0 probability, not only a monotone map of Level 1.
     skip: bool = True
 
 
 @dataclass(frozen=True, config=SECTION)
 class EvalConfig:
     threshold: Open01 = 0.5
-    # Baselines fitted beside the stack, scored on test: gbt (a GBTClassifier on L0-train + L1-fit +
-    # L2-fit rows), har_logit (logistic regression on log realized volatility over horizon, day and
-    # week, scaled) and, opt-in, single_rf (one RandomForest like Level 0's on all symbols' L0-train
-    # rows): it refits as many rows as all of Level 0 together, so it would double the default run.
+    # Baselines beside the stack, scored on test: gbt (GBTClassifier on L0-train..L2-fit), har_logit
+    # (logistic regression on HAR's scaled log realized volatilities) and, opt-in, single_rf (one forest
+    # like Level 0's on all symbols' L0-train rows: as many rows as all of Level 0, doubling the run).
     baselines: Annotated[tuple[Baseline, ...], Listed] = ("gbt", "har_logit")
 
 
@@ -158,8 +152,7 @@ class RuntimeConfig:
     num_cpus: Annotated[Int | None, Nullable] = None
     num_executors: Count = 1
     executor_cores: Count = 2
-    # 1g each: enough for binance-5m (1M candles) at batch size 10 (docs/benchmarks.md); the
-    # executor's heap fills under Spark, so every extra gigabyte there is resident memory.
+    # 1g each runs binance-5m at batch size 10 (docs/benchmarks.md); an executor's heap fills, so costs.
     executor_memory: str = "1g"
     driver_memory: str = "1g"
     shuffle_partitions: Count = 4
@@ -167,9 +160,7 @@ class RuntimeConfig:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Int = 8265
     ray_temp_dir: Annotated[str | None, Nullable] = None
-    # Address the Spark driver and its UI bind to. 127.0.0.1 keeps the UI off the network and
-    # works when every Ray node is on this machine; "auto" lets Spark pick the host's address,
-    # which a cluster whose executors run on other hosts needs.
+    # The Spark driver's and UI's address: 127.0.0.1 (all nodes here) or auto (executors on other hosts).
     spark_bind_address: Annotated[
         str,
         rule(
@@ -177,8 +168,7 @@ class RuntimeConfig:
             "use an IP address or host name (127.0.0.1 keeps Spark local) or auto",
         ),
     ] = "127.0.0.1"
-    # RayDP placement group strategy for the executors (SPREAD puts them on as many nodes as it
-    # can, PACK on as few); null lets Ray place each executor actor where it fits.
+    # The executors' placement group strategy (SPREAD: many nodes, PACK: few); null: Ray places each.
     placement_strategy: Annotated[Placement | None, Nullable] = None
 
     @model_validator(mode="after")
@@ -189,8 +179,21 @@ class RuntimeConfig:
         return self
 
 
+@dataclass(frozen=True, config=SECTION)
+class TrackingConfig:
+    uri: Annotated[str | None, Nullable] = None  # MLflow (http://..., file:..., sqlite:...); null: off
+    experiment: str = "rstack"
+    register: Annotated[str | None, Nullable] = None  # a model name: each run its next version
+
+    @model_validator(mode="after")
+    def _register_needs_uri(self) -> TrackingConfig:
+        if self.register is not None and self.uri is None:
+            raise Invalid("set tracking.uri (--mlflow URI): registering needs MLflow", "register", self.register)
+        return self
+
+
 # Keys that change how a run executes but not what it computes: a run may be resumed with others.
-EXECUTION_ONLY = ("runtime", "level0.concurrency", "level0.max_retries")
+EXECUTION_ONLY = ("runtime", "tracking", "level0.concurrency", "level0.max_retries")
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -203,6 +206,7 @@ class Config:
     level2: Level2Config = dataclasses.field(default_factory=Level2Config)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

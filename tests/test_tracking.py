@@ -1,0 +1,162 @@
+"""MLflow tracking and registry against a real tracking server (SQLite backend, local artifact store)
+started here: ``rstack train --mlflow --register`` logs and registers the run, ``models:/NAME/1``
+predicts what ``rstack predict`` does to 1e-9, and ``rstack evaluate`` adds its report to the run."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rstack.cli.app import app
+from rstack.config import TrackingConfig
+from rstack.data.discover import discover
+from rstack.data.synth import write_synthetic
+from rstack.errors import ConfigError
+from rstack.reporting.tracking import check_tracking, metric_name, run_metrics
+from rstack.serving.predict import predict_dir
+from tests.conftest import LIGHT_DEPTH, LIGHT_TREES
+
+NAME = "rstack-test-stack"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += [
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+    ]
+    cmd += ["--workers", "1"]
+    log = (root / "server.log").open("wb")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _registered_predict(spark: Any, state: dict, uri: str, klines: pd.DataFrame) -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.pyfunc.load_model(f"models:/{NAME}/1").predict(klines)
+
+
+@pytest.mark.slow
+def test_train_logs_and_registers_the_stack_and_the_registered_model_predicts_as_rstack_does(
+    mlflow_uri: str, tmp_path: Path, on_host: Callable[..., Any]
+) -> None:
+    from mlflow import MlflowClient
+
+    # Its own small set (4 symbols, 2 batches, no extra baselines): this test trains once more.
+    synth_dir = tmp_path / "data"
+    write_synthetic(synth_dir, symbols=4, rows=1500, seed=5)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"level0:\n  batch_size: 2\n  num_trees: {LIGHT_TREES}\n  max_depth: {LIGHT_DEPTH}\n"
+        "runtime:\n  dashboard: false\neval:\n  baselines: []\n"
+    )
+    models = tmp_path / "models"
+    args = ["train", str(synth_dir), "--models", str(models), "--config", str(cfg), "--mlflow", mlflow_uri]
+    result = CliRunner().invoke(app, [*args, "--register", NAME])
+    assert result.exit_code == 0, result.output
+    run_dir = (models / "latest").resolve()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    record = json.loads((run_dir / "mlflow.json").read_text())
+    assert record["registered"] == {"name": NAME, "version": 1}
+
+    client = MlflowClient(mlflow_uri)
+    logged = client.get_run(record["run_id"])
+    assert logged.info.run_name == manifest["run_id"]
+    assert logged.data.params["level0.num_trees"] == str(LIGHT_TREES)
+    assert "runtime.dashboard" not in logged.data.params  # how a run executes is not a result parameter
+    metrics = logged.data.metrics
+    assert metrics["level2_test_roc_auc"] == pytest.approx(manifest["metrics"]["level2"]["roc_auc"], abs=1e-12)
+    assert metrics["level1_l2_fit_roc_auc"] == pytest.approx(manifest["metrics_l2_fit"]["level1"]["roc_auc"])
+    assert "level0_batch_001_test_brier" in metrics and "baseline_trailing_vol_test_pr_auc" in metrics
+    artifacts = {a.path for a in client.list_artifacts(record["run_id"])}
+    assert "manifest.json" in artifacts
+    version = client.get_model_version(NAME, "1")
+    assert version.run_id == record["run_id"]
+
+    # models:/NAME/1, loaded from the registry, against `rstack predict` on the run folder.
+    klines = pd.concat(pd.read_parquet(f) for f in sorted(synth_dir.glob("*.parquet")))
+    served = on_host(_registered_predict, mlflow_uri, klines)
+    on_host(predict_dir, str(run_dir), discover(synth_dir), str(tmp_path / "p.parquet"), None)
+    ours = pd.read_parquet(tmp_path / "p.parquet")
+    assert len(served) == len(ours)
+    pd.testing.assert_frame_equal(served[["symbol", "open_time"]], ours[["symbol", "open_time"]], check_dtype=False)
+    for col in ["l0_batch_000", "l0_batch_001", "l1", "l2"]:
+        np.testing.assert_allclose(served[col], ours[col], rtol=0, atol=1e-9, err_msg=col)
+
+    # `rstack evaluate` adds report.html to the same MLflow run.
+    report = CliRunner().invoke(app, ["evaluate", str(run_dir)])
+    assert report.exit_code == 0, report.output
+    assert f"report added to run {record['run_id']}" in report.output
+    assert "report.html" in {a.path for a in client.list_artifacts(record["run_id"])}
+
+
+@pytest.mark.slow
+def test_an_unreachable_tracking_server_fails_before_training(tmp_path: Path, synth_dir: Path) -> None:
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(ConfigError, match=rf"tracking.uri '{dead}' does not answer .*start the server"):
+        check_tracking(TrackingConfig(uri=dead))
+    t0 = time.time()
+    result = CliRunner().invoke(app, ["train", str(synth_dir), "--models", str(tmp_path), "--mlflow", dead])
+    assert result.exit_code == 2 and "does not answer" in result.output
+    assert not list(tmp_path.iterdir()) and time.time() - t0 < 120  # no run folder: refused before training
+
+
+def test_metric_names_say_level_metric_and_segment() -> None:
+    manifest = {
+        "metrics": {"level2": {"roc_auc": 0.7, "pr_auc": float("nan")}, "batch_001": {"brier": 0.2}},
+        "metrics_l2_fit": {"level1": {"log_loss": 0.6}},
+        "walk_forward": {"validation": {"level2": {"roc_auc_mean": 0.71, "roc_auc_std": 0.01, "pr_auc_mean": None}}},
+    }
+    assert run_metrics(manifest) == {
+        "level2_test_roc_auc": 0.7,
+        "level0_batch_001_test_brier": 0.2,
+        "level1_l2_fit_log_loss": 0.6,
+        "level2_validation_roc_auc_mean": 0.71,
+        "level2_validation_roc_auc_std": 0.01,
+    }
+    assert metric_name("baseline_gbt", "test", "roc_auc") == "baseline_gbt_test_roc_auc"
