@@ -4,7 +4,7 @@
 
 For each factor F it writes F x base synthetic symbols (rstack's generator, 1-hour candles), trains
 them with small forests at a fixed batch size (so the Level-0 columns grow with F, and the meta
-table, later rows x Level-0 columns, about F squared) and the Spark driver heap at 1g, and prints
+table, later rows x Level-0 columns, about F squared) and the Spark driver heap at 1g (--driver-memory), and prints
 per size: wall per stage, the meta table's size, the share of Level 0 spent scoring (every model
 scores every symbol's later rows, so it grows as symbols squared), and the peak RSS of the rstack
 driver process, the Spark host actor, the Spark driver JVM and the largest Ray Java worker (an executor
@@ -35,7 +35,6 @@ SMALL = {
     "RSTACK_LEVEL0__MAX_DEPTH": "5",
     "RSTACK_LEVEL1__NUM_TREES": "10",
     "RSTACK_LEVEL1__MAX_DEPTH": "5",
-    "RSTACK_RUNTIME__DRIVER_MEMORY": "1g",
     "RSTACK_EVAL__BASELINES": "",  # the stack's own path only: baselines would add their own scaling
 }
 
@@ -79,15 +78,16 @@ class RoleSampler(RssSampler):
             self.peaks[name] = max(self.peaks.get(name, 0), rss)
 
 
-def run_size(symbols: int, rows: int, work: Path) -> dict[str, Any]:
+def run_size(symbols: int, rows: int, work: Path, batch_size: int = BATCH_SIZE, heap: str = "1g") -> dict[str, Any]:
     data = synth(work / f"data-{symbols}", symbols, rows)
     models = work / f"models-{symbols}"
     temp = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
     env = {**os.environ, **SMALL, "RAY_AUTH_MODE": "disabled", "TMPDIR": str(temp)}
+    env["RSTACK_RUNTIME__DRIVER_MEMORY"] = heap
     env["RSTACK_RUNTIME__RAY_TEMP_DIR"] = str(temp)
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "rstack.cli", "train", str(data), "--models", str(models)]
-    cmd += ["--batch-size", str(BATCH_SIZE), "--executors", "1", "--executor-cores", "2"]
+    cmd += ["--batch-size", str(batch_size), "--executors", "1", "--executor-cores", "2"]
     log = temp / "output.log"
     with log.open("wb") as sink:
         t0 = time.perf_counter()
@@ -122,6 +122,7 @@ def run_size(symbols: int, rows: int, work: Path) -> dict[str, Any]:
             "executor_max": max(executors, default=0) / GIB,
         },
         "executors": len(executors),
+        "meta_split": {k.split(".", 1)[1]: v for k, v in t.items() if k.startswith("level1_level2.")},
         "roc_auc": manifest["metrics"]["level2"]["roc_auc"],
     }
 
@@ -131,11 +132,13 @@ def main() -> None:
     ap.add_argument("--base", type=int, default=20, help="symbols at 1x")
     ap.add_argument("--rows", type=int, default=2000, help="candles per symbol")
     ap.add_argument("--factors", default="1,2,4,8")
+    ap.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="symbols per Level-0 model")
+    ap.add_argument("--driver-memory", default="1g", help="the Spark driver's heap (Spark needs at least 512m)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     factors = [int(f) for f in args.factors.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-        runs = [run_size(args.base * f, args.rows, Path(tmp)) for f in factors]
+        runs = [run_size(args.base * f, args.rows, Path(tmp), args.batch_size, args.driver_memory) for f in factors]
     headers = ["symbols", "wall s", "startup", "features", "level0", "l1+l2+eval", "scoring %", "meta rows"]
     headers += ["meta cols", "meta MiB", "driver GiB", "host GiB", "spark drv GiB", "Ray Java worker GiB", "ROC-AUC"]
     rows = [
@@ -152,8 +155,12 @@ def main() -> None:
         ]
         for r in runs
     ]
-    title = f"batch size {BATCH_SIZE}, {args.rows} 1h candles per symbol, small forests"
+    title = f"batch size {args.batch_size}, {args.rows} 1h candles per symbol, small forests"
+    title += f", Spark driver heap {args.driver_memory}"
     print_table(title, headers, rows, args.markdown)
+    for r in runs:
+        split = ", ".join(f"{k} {v:.1f}" for k, v in r["meta_split"].items())
+        print(f"{r['symbols']} symbols, Levels 1-2 and evaluation by step (s): {split or 'not recorded'}")
     first, last = runs[0]["rss_gib"], runs[-1]["rss_gib"]
     for k in ("driver", "host", "spark_driver"):
         print(f"{k}: peak RSS {last[k]:.2f} GiB at {factors[-1]}x vs {first[k]:.2f} at {factors[0]}x "
