@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rstack.data.rules import PRICE_COLUMNS, REQUIRED, check_symbol, to_ms_spark
+from rstack.data.rules import PRICE_COLUMNS, REQUIRED, check_symbol, interval_of, to_ms_spark
 from rstack.errors import InputError
 
 if TYPE_CHECKING:
@@ -191,3 +191,18 @@ def read_klines(spark: SparkSession, dataset: Dataset) -> DataFrame:
 def make_batches(symbols: list[str], batch_size: int) -> list[list[str]]:
     ordered = sorted(symbols)
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def time_span(spark: SparkSession, dataset: Dataset) -> tuple[int, int, int] | None:
+    """(first, last open_time, bar interval) in ms over all symbols, from the open_time column alone
+    (no candle's values are read); None for a dataset without two distinct candles."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    times = read_klines(spark, dataset).select("symbol", "open_time").distinct()
+    step = F.col("open_time") - F.lag("open_time").over(Window.partitionBy("symbol").orderBy("open_time"))
+    counts = times.select(step.alias("step")).where(F.col("step") > 0).groupBy("step").count().collect()
+    span = times.agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).first()
+    if not counts or span is None or span["lo"] is None:
+        return None
+    return int(span["lo"]), int(span["hi"]), interval_of({int(r["step"]): int(r["count"]) for r in counts})

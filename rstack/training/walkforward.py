@@ -3,7 +3,9 @@
 Fold k (1..K) uses only the candles before ``until_k = (1 - f) ** (K - k)`` of the time range,
 f being the test fraction, and splits that prefix with the usual purged L0-train / L1-fit / L2-fit /
 test segments. So the last fold is the ordinary full run, and each fold's test segment ends about
-where the next one's begins: K consecutive, non-overlapping out-of-sample periods. Every fold is a
+where the next one's begins: K consecutive, non-overlapping out-of-sample periods. Folds 1..K-1 are
+shrunk by a few bars (``validation_folds``) so that they end before the final test segment begins
+whatever the feature warm-up. Every fold is a
 complete run of its own; the last one's manifest also carries the per-fold table and mean ± std.
 
 The last fold's test segment is the full run's test segment, so a mean over all folds ("summary") has
@@ -20,9 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 from rstack._io import utc_text, write_manifest
 from rstack.config import Config
+from rstack.data.discover import discover
 from rstack.errors import ConfigError
+from rstack.features.segments import compute_cutoffs
 from rstack.models.metrics import finite
 from rstack.training.driver import TrainResult, train
+from rstack.training.host import host_time_span
 
 if TYPE_CHECKING:
     from rstack.cluster.runtime import Runtime
@@ -32,6 +37,30 @@ log = logging.getLogger("rstack")
 
 def fold_ends(folds: int, test_fraction: float) -> list[float]:
     return [round((1.0 - test_fraction) ** (folds - k), 6) for k in range(1, folds + 1)]
+
+
+def validation_folds(cfg: Config, folds: int, span: tuple[int, int, int] | None = None) -> list[float]:
+    """The ``split.until`` of folds 1..K-1, so that every one ends before the final test segment begins.
+
+    A fold cuts the raw candles' time range [lo, hi]; the final run's cutoffs split its usable rows'
+    range, which starts a feature warm-up after lo and ends ``horizon`` bars before hi. With a short
+    warm-up and a long horizon its test segment can begin a few bars before fold K-1's cut, so with
+    ``span`` (lo, hi, bar ms) the folds are shrunk until K-1 ends a bar before the earliest test start
+    any feature config can have (no warm-up at all).
+    """
+    if folds < 2:
+        raise ConfigError(f"{folds} folds: use 2 or more (fold K is the ordinary run, which reads test)")
+    if cfg.split.until != 1.0:
+        raise ConfigError("split.until is set by each walk-forward fold itself; leave it at 1.0")
+    ends = fold_ends(folds, cfg.split.fractions[3])[:-1]
+    if span is None:
+        return ends
+    lo, hi, bar = span
+    earliest = compute_cutoffs(lo, hi - cfg.label.horizon * bar, bar, cfg.split.fractions).cutoffs_ms[2] - bar
+    scale = min(1.0, (earliest - lo) / ((hi - lo) * ends[-1]))
+    if scale <= 0:
+        raise ConfigError(f"the data spans too few bars for {folds} walk-forward folds; use fewer --folds")
+    return [e * scale for e in ends]
 
 
 def _utc_or_none(ms: int | None) -> str | None:
@@ -73,7 +102,9 @@ def walk_forward(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime
         raise ConfigError(f"--walk-forward {folds}: use 2 or more folds (1 is a plain `rstack train`)")
     if cfg.split.until != 1.0:
         raise ConfigError("split.until is set by --walk-forward itself; leave it at 1.0")
-    ends = fold_ends(folds, cfg.split.fractions[3])
+    runtime.start()
+    span = runtime.get(runtime.call(host_time_span, discover(data_dir), name="walk-forward-time-span"))
+    ends = [*validation_folds(cfg, folds, span), 1.0]
     table: list[dict[str, Any]] = []
     result: TrainResult | None = None
     for k, until in enumerate(ends, start=1):
