@@ -81,12 +81,13 @@ class _Job:
             str(self.run.work),
             name=f"level0-{batch.name}",
             num_returns=2,
-            pool=batch.name,
+            pool=f"{self.key}/{batch.name}",
             group=self.key,
         )
 
     def start_baselines(self) -> None:
-        """The baselines' Spark jobs run beside Level 0's, in their own FAIR pool."""
+        """The baselines' Spark jobs run beside Level 0's, in their own FAIR pool. Pools are named
+        after the run, so two runs on one Spark host (trials of ``rstack tune``) never queue in one."""
         self.baseline_refs = [
             self.runtime.call(
                 host_baseline,
@@ -96,7 +97,7 @@ class _Job:
                 self.cfg,
                 str(self.run.work),
                 name=f"baseline-{kind}",
-                pool="baselines",
+                pool=f"{self.key}/baselines",
                 group=self.key,
             )
             for kind in self.cfg.eval.baselines
