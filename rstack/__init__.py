@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from rstack.config import Config
     from rstack.models.bundle import Bundle
     from rstack.training.driver import TrainResult
+    from rstack.tuning.study import StudyResult
 
 
 def load(run_dir: str | Path) -> Bundle:
@@ -89,10 +90,63 @@ def train(
     return result
 
 
+def tune(
+    data_dir: str | Path,
+    out: str | Path,
+    config: Config | None = None,
+    *,
+    trials: int = 8,
+    search: str = "random",
+    concurrency: int = 1,
+    seed: int = 0,
+    folds: int = 3,
+    space: str | Path | None = None,
+    config_path: str | Path | None = None,
+) -> StudyResult:
+    """Search configs with Ray Tune, as ``rstack tune`` does: each trial trains the stack on walk-forward
+    folds 1..``folds``-1, all before the test segment, and is scored by their mean Level-2 ROC-AUC.
+    Writes ``out/trials.csv`` and ``out/best.yaml``; ``space`` is a YAML search space (default:
+    ``rstack.tuning.space.DEFAULT_SPACE``). With ``config.tracking.uri`` the study is logged to MLflow,
+    each trial as a child run."""
+    from rstack.cluster.runtime import Runtime
+    from rstack.tuning.space import load_space
+    from rstack.tuning.study import check_study, run_study
+
+    cfg = config if config is not None else load_config()
+    # Checked before Ray starts: the options, the folds and every value of the search space.
+    check_study(Path(out), cfg, trials=trials, search=search, concurrency=concurrency, folds=folds)
+    params = load_space(Path(space) if space is not None else None, cfg)
+    if cfg.tracking.uri is not None:
+        from rstack.reporting.tracking import check_tracking
+
+        check_tracking(cfg.tracking)
+    # Host threads: per concurrent trial its Level-0 batches and control calls (trials run no baselines).
+    with Runtime(cfg.runtime, max_concurrency=concurrency * (cfg.level0.concurrency + 3)) as rt:
+        result = run_study(
+            Path(data_dir),
+            Path(out),
+            cfg,
+            params,
+            trials=trials,
+            search=search,
+            concurrency=concurrency,
+            seed=seed,
+            folds=folds,
+            runtime=rt,
+            base_path=Path(config_path) if config_path is not None else None,
+        )
+    if cfg.tracking.uri is not None:
+        from rstack.reporting.tracking import log_study
+
+        log_study(result.out, result.rows, cfg.tracking)
+    return result
+
+
 __all__ = [
     "load",
     "load_config",
     "train",
+    "tune",
     "ConfigError",
     "InputError",
     "RstackError",

@@ -5,12 +5,8 @@ predicts what ``rstack predict`` does to 1e-9, and ``rstack evaluate`` adds its 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,52 +22,9 @@ from rstack.data.synth import write_synthetic
 from rstack.errors import ConfigError
 from rstack.reporting.tracking import check_tracking, metric_name, run_metrics
 from rstack.serving.predict import predict_dir
-from tests.conftest import LIGHT_DEPTH, LIGHT_TREES
+from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, free_port
 
 NAME = "rstack-test-stack"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += [
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-    ]
-    cmd += ["--workers", "1"]
-    log = (root / "server.log").open("wb")
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def _registered_predict(spark: Any, state: dict, uri: str, klines: pd.DataFrame) -> pd.DataFrame:
@@ -137,7 +90,7 @@ def test_train_logs_and_registers_the_stack_and_the_registered_model_predicts_as
 
 @pytest.mark.slow
 def test_an_unreachable_tracking_server_fails_before_training(tmp_path: Path, synth_dir: Path) -> None:
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ConfigError, match=rf"tracking.uri '{dead}' does not answer .*start the server"):
         check_tracking(TrackingConfig(uri=dead))
     t0 = time.time()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from rstack.cli import cluster, export, serve, train
+from rstack.cli import cluster, export, serve, train, tune
 from rstack.cli.data import data_app
 from rstack.cli.runs import runs_app
 
@@ -19,6 +19,7 @@ app.command()(train.evaluate)
 app.command()(serve.predict)
 app.command()(serve.stream)
 app.command()(export.export)
+app.command()(tune.tune)
 app.add_typer(data_app, name="data")
 app.add_typer(runs_app, name="runs")
 

@@ -191,3 +191,45 @@ def log_report(run_dir: Path, report: Path, artifact_path: str | None = None) ->
         )  # fmt: skip
         return None
     return str(record["run_id"])
+
+
+def log_study(out: Path, rows: list[dict[str, Any]], cfg: TrackingConfig) -> str:
+    """Log an ``rstack tune`` study: one parent run (``trials.csv``, ``best.yaml``, the best score) and
+    each trial as its child run (its searched values as params, its fold scores as metrics)."""
+    assert cfg.uri is not None
+    uri = absolute_uri(cfg.uri)
+    fixed = {"trial", "source", "status", "mean_auc", "std_auc", "seconds", "folds", "error"}
+    with _tracking(uri) as mlflow:
+        try:
+            client = mlflow.MlflowClient()
+            found = client.get_experiment_by_name(cfg.experiment)
+            experiment = found.experiment_id if found is not None else client.create_experiment(cfg.experiment)
+            parent = client.create_run(experiment, run_name=f"tune-{out.name}", tags={"rstack.study": str(out)})
+            parent_id = parent.info.run_id
+            for row in rows:
+                tags = {"mlflow.parentRunId": parent_id, "rstack.status": row["status"], "rstack.source": row["source"]}
+                if row["error"]:
+                    tags["rstack.error"] = row["error"]
+                child = client.create_run(experiment, run_name=row["trial"], tags=tags)
+                for key, value in row.items():
+                    if key in fixed or key.startswith("fold_"):
+                        continue
+                    client.log_param(child.info.run_id, key, json.dumps(value) if isinstance(value, list) else value)
+                for key, value in row.items():
+                    if (key in ("mean_auc", "std_auc", "seconds") or key.startswith("fold_")) and value is not None:
+                        client.log_metric(child.info.run_id, key, float(value))
+                client.set_terminated(child.info.run_id, "FAILED" if row["status"] == "error" else "FINISHED")
+            scored = [r["mean_auc"] for r in rows if r["status"] == "complete"]
+            if scored:
+                client.log_metric(parent_id, "best_mean_auc", max(scored))
+            for name in ("trials.csv", "best.yaml"):
+                if (out / name).is_file():
+                    client.log_artifact(parent_id, str(out / name))
+            client.set_terminated(parent_id)
+        except Exception as exc:  # noqa: BLE001 - MLflow's own errors, told with what was being done
+            raise RstackError(
+                f"the study is saved in {out}, but logging it to MLflow at {_public(uri)} failed "
+                f"({type(exc).__name__}: {str(exc)[:300]}); check the server and its artifact store"
+            ) from exc
+    log.info("mlflow: study %s logged as run %s with %d trial runs at %s", out, parent_id, len(rows), _public(uri))
+    return str(parent_id)

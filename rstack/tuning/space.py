@@ -1,0 +1,128 @@
+"""What a tuning trial varies: a search space of dotted config keys, checked before any trial runs.
+
+A space maps a key (``level0.max_depth``) to a list of choices or to a range ``{low, high}``
+(``log: true`` for a log scale, integers when both ends are). Only keys that shape the model may be
+searched: the label, the split, how a run executes and where it is tracked are fixed by the base
+config, so every trial predicts the same target on the same segments.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rstack.config import Config
+from rstack.errors import ConfigError
+from rstack.features.windows import check_context
+
+# Sections a trial may vary; label/split/runtime/tracking/eval would change the question, not the answer.
+SEARCHABLE = ("features", "level0", "level1", "level2")
+
+# The default space: the seed's learners' sizes around their defaults, and the meta levels' options.
+DEFAULT_SPACE: dict[str, Any] = {
+    "level0.num_trees": [50, 100, 150],
+    "level0.max_depth": [6, 8, 10, 12],
+    "level0.batch_size": [4, 10, 16],
+    "level1.num_trees": [25, 50, 100],
+    "level1.max_depth": [4, 6, 8],
+    "level2.reg_param": {"low": 1e-4, "high": 0.1, "log": True},
+    "level2.elastic_net_param": {"low": 0.0, "high": 1.0},
+    "features.volume_z_window": [10, 20, 50],
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str
+    choices: tuple[Any, ...] = ()
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+
+    @property
+    def integer(self) -> bool:
+        return not self.choices and float(self.low).is_integer() and float(self.high).is_integer()
+
+    def draw(self, rng: random.Random) -> Any:
+        if self.choices:
+            return rng.choice(self.choices)
+        if self.log:
+            import math
+
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
+        return round(value) if self.integer else value
+
+    def tune_domain(self) -> Any:
+        """The same parameter as a Ray Tune domain (for the Optuna searcher)."""
+        from ray import tune
+
+        if self.choices:
+            return tune.choice(list(self.choices))
+        if self.integer:
+            return (tune.lograndint if self.log else tune.randint)(int(self.low), int(self.high) + 1)
+        return (tune.loguniform if self.log else tune.uniform)(self.low, self.high)
+
+
+def parse_space(raw: Mapping[str, Any], base: Config, where: str = "the search space") -> list[Param]:
+    """Check every key and value of ``raw`` against the config before a trial spends a minute on it."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"{where} must be a non-empty mapping of config keys, e.g. level0.max_depth: [6, 8]")
+    params = []
+    for key, spec in raw.items():
+        section = str(key).partition(".")[0]
+        if section not in SEARCHABLE:
+            raise ConfigError(
+                f"{where}: {key!r} cannot be tuned; search keys of {', '.join(SEARCHABLE)} (the label, "
+                "split, evaluation and runtime are fixed by the base config)"
+            )
+        if isinstance(spec, list) and spec:
+            param = Param(key, choices=tuple(tuple(c) if isinstance(c, list) else c for c in spec))
+        elif isinstance(spec, Mapping) and set(spec) - {"log"} == {"low", "high"}:
+            low, high, log = spec["low"], spec["high"], bool(spec.get("log", False))
+            if not (isinstance(low, int | float) and isinstance(high, int | float) and low < high):
+                raise ConfigError(f"{where}: {key}: give numbers with low < high, got low={low!r}, high={high!r}")
+            if log and low <= 0:
+                raise ConfigError(f"{where}: {key}: a log range needs low > 0, got {low!r}")
+            param = Param(key, low=float(low), high=float(high), log=log)
+        else:
+            raise ConfigError(
+                f"{where}: {key}: {spec!r} is neither a list of choices nor a range; write [a, b, ...] "
+                "or {low: 0.001, high: 0.1, log: true}"
+            )
+        # Both ends of a range, every choice: a value a run would refuse fails here, not in trial 7.
+        for value in param.choices or (param.draw(random.Random(0)), param.low, param.high):
+            value = round(value) if param.integer and not param.choices else value
+            check_context(base.replace({key: value}))
+        params.append(param)
+    return params
+
+
+def load_space(path: Path | None, base: Config) -> list[Param]:
+    if path is None:
+        return parse_space(DEFAULT_SPACE, base, "the default search space")
+    if not path.is_file():
+        raise ConfigError(f"search space {path} does not exist; pass a YAML file of key: choices")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"search space {path} is not valid YAML: {exc}") from exc
+    return parse_space(raw, base, f"search space {path}")
+
+
+def draw_trials(params: list[Param], count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` configs drawn at random; the same seed draws the same trials, in the same order."""
+    rng = random.Random(seed)
+    return [{p.key: p.draw(rng) for p in params} for _ in range(count)]
+
+
+def base_values(base: Config, params: list[Param]) -> dict[str, Any]:
+    """The base config's own value of every searched key: the study's reference trial."""
+    nested = base.to_dict()
+    return {p.key: nested[p.key.partition(".")[0]][p.key.partition(".")[2]] for p in params}

@@ -1,0 +1,178 @@
+"""``rstack tune``: a Ray Tune study over configs, each trial scored before the test segment.
+
+A trial is the base config with some keys changed (``tuning/space.py``). It trains the whole stack
+on walk-forward folds 1..K-1 (``training/walkforward.py``): fold k uses only the candles before
+``(1 - f) ** (K - k)`` of the time range, so fold K-1 ends where the final test segment begins and
+no trial reads a test candle (fold K, the ordinary run, is never trained here). Its score is the
+mean Level-2 ROC-AUC over those folds, reported after each fold so ASHA can end a hopeless trial
+after its first folds. Trials run as Ray Tune function trainables that join the study's one Spark
+host (RayDP allows one Spark application per namespace); each run's Spark jobs go to FAIR pools
+named after the run, so concurrent trials share the executors fairly.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rstack.config import Config, build_config
+from rstack.data.discover import discover
+from rstack.errors import ConfigError, TrainingError
+from rstack.models.metrics import finite
+from rstack.training.driver import train
+from rstack.training.host import host_time_span
+from rstack.training.walkforward import validation_folds
+from rstack.tuning.results import METRIC, StudyTable
+from rstack.tuning.space import Param, base_values, draw_trials
+
+if TYPE_CHECKING:
+    from rstack.cluster.runtime import Runtime
+
+log = logging.getLogger("rstack")
+
+SEARCHES = ("random", "optuna")
+
+
+def score_folds(
+    data_dir: Path,
+    models_dir: Path,
+    cfg: Config,
+    runtime: Runtime,
+    ends: list[float],
+    report: Callable[[int, float, list[float]], None],
+) -> list[float]:
+    """Train the stack on each validation fold (``split.until`` = ``ends``); ``report(k, auc, scores so
+    far)`` after each one. A plain function (the trainable below only wires it to Ray Tune)."""
+    scores: list[float] = []
+    for k, until in enumerate(ends, start=1):
+        result = train(data_dir, models_dir, cfg.replace({"split.until": until}), runtime)
+        auc = finite(result.manifest["metrics"]["level2"]["roc_auc"])
+        if auc is None:
+            raise TrainingError(
+                f"fold {k} (candles before {until:.3f} of the time range): Level-2 ROC-AUC is undefined, the "
+                "fold's test period holds one label class; use fewer --folds or more data"
+            )
+        scores.append(auc)
+        report(k, auc, scores)
+    return scores
+
+
+def rstack_trial(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
+    """One trial inside Ray Tune (its name is what the dashboard shows for the trial actors)."""
+    from ray import tune
+
+    from rstack.cluster.runtime import Runtime
+
+    params = spec["draws"][config["index"]] if "draws" in spec else config["params"]
+    cfg = build_config(spec["base"]).replace({**params, **spec["fixed"]})
+    runtime = Runtime(cfg.runtime)  # joins this Ray and the study's Spark host; stops neither
+    runtime.start()
+    name = tune.get_context().get_trial_name()
+
+    def report(k: int, auc: float, scores: list[float]) -> None:
+        tune.report({"fold": k, "fold_auc": auc, METRIC: statistics.fmean(scores)})
+
+    score_folds(Path(spec["data_dir"]), Path(spec["out"]) / "trials" / name, cfg, runtime, spec["ends"], report)
+
+
+def check_study(out: Path, base: Config, *, trials: int, search: str, concurrency: int, folds: int) -> int:
+    """Refuse a study that cannot run, before Ray starts; returns the number of validation folds."""
+    if search not in SEARCHES:
+        raise ConfigError(f"--search {search!r} is not one rstack knows; use one of {', '.join(SEARCHES)}")
+    if trials < 1 or concurrency < 1:
+        raise ConfigError(f"--trials {trials} and --concurrency {concurrency}: use 1 or more of each")
+    if (out / "trials.csv").exists():
+        raise ConfigError(f"{out} holds a study already (trials.csv); pass another --out or remove it")
+    return len(validation_folds(base, folds))
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    out: Path
+    rows: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    base: dict[str, Any] | None  # the base config's row (trial 0)
+    command: str
+
+
+def run_study(
+    data_dir: Path,
+    out: Path,
+    base: Config,
+    params: list[Param],
+    *,
+    trials: int,
+    search: str,
+    concurrency: int,
+    seed: int,
+    folds: int,
+    runtime: Runtime,
+    base_path: Path | None = None,
+) -> StudyResult:
+    """Run the study on ``runtime`` (started, and sized for ``concurrency`` runs) and write ``out``."""
+    from ray import tune
+
+    n_folds = check_study(out, base, trials=trials, search=search, concurrency=concurrency, folds=folds)
+    runtime.start()  # the trials join its Ray and its Spark host by name
+    data_dir, out = data_dir.resolve(), out.resolve()  # Tune runs each trial in a folder of its own
+    span = runtime.get(runtime.call(host_time_span, discover(data_dir), name="tune-time-span"))
+    ends = validation_folds(base, folds, span)
+    log.info("tune: validation folds end at %s of the time range", ", ".join(f"{e:.4f}" for e in ends))
+    out.mkdir(parents=True, exist_ok=True)
+    # Trials skip the extra baselines: they cost time and do not change the Level-2 score.
+    spec: dict[str, Any] = {
+        "base": base.to_dict(),
+        "fixed": {"eval.baselines": []},
+        "data_dir": str(data_dir),
+        "out": str(out),
+        "ends": ends,
+    }
+    # Trial 0 is the base config itself, scored on the same folds: what the search has to beat.
+    reference = base_values(base, params)
+    table = StudyTable(out, params, n_folds, search, seed)
+    if search == "random":
+        spec["draws"] = [reference, *draw_trials(params, trials, seed)]
+        space: dict[str, Any] = {"index": tune.grid_search(list(range(trials + 1)))}
+        searcher = None
+    else:
+        from ray.tune.search.optuna import OptunaSearch
+
+        space = {"params": {p.key: p.tune_domain() for p in params}}
+        searcher = OptunaSearch(seed=seed, points_to_evaluate=[reference])
+    # ASHA over folds: a trial whose first folds' mean is in the bottom half stops there.
+    asha = tune.schedulers.ASHAScheduler
+    scheduler = asha(max_t=n_folds, grace_period=1, reduction_factor=2) if n_folds > 1 else None
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(rstack_trial, spec=spec), {"cpu": 0.01}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            num_samples=1 if search == "random" else trials + 1,
+            max_concurrent_trials=concurrency,
+            search_alg=searcher,
+            scheduler=scheduler,
+            trial_name_creator=lambda t: f"trial_{t.trial_id.rsplit('_', 1)[-1]}",
+            trial_dirname_creator=lambda t: f"trial_{t.trial_id.rsplit('_', 1)[-1]}",
+        ),
+        run_config=tune.RunConfig(
+            name="study",
+            storage_path=str(out / "ray_results"),
+            callbacks=[table.callback(spec.get("draws"))],
+            verbose=1,
+        ),
+    )
+    t0 = time.time()
+    tuner.fit()  # Ctrl-C ends the study after the running trials stop; the table holds the finished ones
+    rows = table.write()
+    best = table.best()
+    command = f"rstack train {data_dir} --config {out / 'best.yaml'}"
+    if best is not None:
+        table.write_best(base, best, base_path)
+    log.info("tune: %d trials in %.1fs; table %s", len(rows), time.time() - t0, out / "trials.csv")
+    return StudyResult(out, rows, best, table.base_row(), command)
