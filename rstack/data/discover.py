@@ -10,7 +10,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -193,16 +193,34 @@ def make_batches(symbols: list[str], batch_size: int) -> list[list[str]]:
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
-def time_span(spark: SparkSession, dataset: Dataset) -> tuple[int, int, int] | None:
-    """(first, last open_time, bar interval) in ms over all symbols, from the open_time column alone
-    (no candle's values are read); None for a dataset without two distinct candles."""
+class TimeSpan(NamedTuple):
+    """The data's time range in epoch ms: first and last open_time over all symbols, the last open_time
+    that has ``horizon`` later candles of its symbol (the last row a label can exist for), the bar."""
+
+    first_ms: int
+    last_ms: int
+    last_labelled_ms: int
+    bar_ms: int
+
+
+def time_span(spark: SparkSession, dataset: Dataset, horizon: int) -> TimeSpan | None:
+    """The dataset's :class:`TimeSpan`, from the open_time column alone (no candle's values are read);
+    None for a dataset without two distinct candles or without a labelled row."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     times = read_klines(spark, dataset).select("symbol", "open_time").distinct()
-    step = F.col("open_time") - F.lag("open_time").over(Window.partitionBy("symbol").orderBy("open_time"))
+    w = Window.partitionBy("symbol").orderBy("open_time")
+    step = F.col("open_time") - F.lag("open_time").over(w)
     counts = times.select(step.alias("step")).where(F.col("step") > 0).groupBy("step").count().collect()
-    span = times.agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi")).first()
-    if not counts or span is None or span["lo"] is None:
+    # A label ends ``horizon`` rows later (features/windows.py), whatever gaps lie between.
+    ahead = F.lead("open_time", horizon).over(w)
+    span = (
+        times.select("open_time", F.when(ahead.isNotNull(), F.col("open_time")).alias("labelled"))
+        .agg(F.min("open_time").alias("lo"), F.max("open_time").alias("hi"), F.max("labelled").alias("lab"))
+        .first()
+    )
+    if not counts or span is None or span["lo"] is None or span["lab"] is None:
         return None
-    return int(span["lo"]), int(span["hi"]), interval_of({int(r["step"]): int(r["count"]) for r in counts})
+    bar = interval_of({int(r["step"]): int(r["count"]) for r in counts})
+    return TimeSpan(int(span["lo"]), int(span["hi"]), int(span["lab"]), bar)

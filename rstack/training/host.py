@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rstack._io import write_spark_dir, write_spark_parquet
 from rstack.config import Config, Level0Config
-from rstack.data.discover import Dataset, time_span
+from rstack.data.discover import Dataset, TimeSpan, time_span
 from rstack.faults import crash_point
 from rstack.features.table import build_training_table
 from rstack.features.vol import har_columns
@@ -119,6 +119,6 @@ def host_release(spark: SparkSession, state: dict[str, Any], run_key: str) -> No
         table.unpersist()
 
 
-def host_time_span(spark: SparkSession, state: dict[str, Any], dataset: Dataset) -> tuple[int, int, int] | None:
-    """The data's first and last open_time and bar interval, for walk-forward folds that end before test."""
-    return time_span(spark, dataset)
+def host_time_span(spark: SparkSession, state: dict[str, Any], dataset: Dataset, horizon: int) -> TimeSpan | None:
+    """The data's time span (``data.discover.TimeSpan``), for walk-forward folds that end before test."""
+    return time_span(spark, dataset, horizon)

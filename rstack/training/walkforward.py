@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from rstack._io import utc_text, write_manifest
 from rstack.config import Config
-from rstack.data.discover import discover
-from rstack.errors import ConfigError
+from rstack.data.discover import TimeSpan, discover
+from rstack.errors import ConfigError, InputError
 from rstack.features.segments import compute_cutoffs
 from rstack.models.metrics import finite
 from rstack.training.driver import TrainResult, train
@@ -39,14 +39,16 @@ def fold_ends(folds: int, test_fraction: float) -> list[float]:
     return [round((1.0 - test_fraction) ** (folds - k), 6) for k in range(1, folds + 1)]
 
 
-def validation_folds(cfg: Config, folds: int, span: tuple[int, int, int] | None = None) -> list[float]:
+def validation_folds(cfg: Config, folds: int, span: TimeSpan | None = None) -> list[float]:
     """The ``split.until`` of folds 1..K-1, so that every one ends before the final test segment begins.
 
-    A fold cuts the raw candles' time range [lo, hi]; the final run's cutoffs split its usable rows'
-    range, which starts a feature warm-up after lo and ends ``horizon`` bars before hi. With a short
-    warm-up and a long horizon its test segment can begin a few bars before fold K-1's cut, so with
-    ``span`` (lo, hi, bar ms) the folds are shrunk until K-1 ends a bar before the earliest test start
-    any feature config can have (no warm-up at all).
+    A fold cuts the raw candles' time range [first, last]; the final run's cutoffs split its usable
+    rows' range, which starts a feature warm-up after the first candle and ends at the last labelled
+    row or earlier (``horizon`` rows before a symbol's last candle, more with gaps at the end). With a
+    short warm-up and a long horizon its test segment can begin a few bars before fold K-1's cut, so
+    with ``span`` the folds are shrunk until K-1 ends a bar before the earliest test start any feature
+    config can have (no warm-up at all). The one case not covered: when every symbol's last labelled
+    rows are invalid candles, the usable range ends earlier still.
     """
     if folds < 2:
         raise ConfigError(f"{folds} folds: use 2 or more (fold K is the ordinary run, which reads test)")
@@ -55,11 +57,14 @@ def validation_folds(cfg: Config, folds: int, span: tuple[int, int, int] | None 
     ends = fold_ends(folds, cfg.split.fractions[3])[:-1]
     if span is None:
         return ends
-    lo, hi, bar = span
-    earliest = compute_cutoffs(lo, hi - cfg.label.horizon * bar, bar, cfg.split.fractions).cutoffs_ms[2] - bar
+    lo, hi, bar = span.first_ms, span.last_ms, span.bar_ms
+    earliest = compute_cutoffs(lo, span.last_labelled_ms, bar, cfg.split.fractions).cutoffs_ms[2] - bar
     scale = min(1.0, (earliest - lo) / ((hi - lo) * ends[-1]))
     if scale <= 0:
-        raise ConfigError(f"the data spans too few bars for {folds} walk-forward folds; use fewer --folds")
+        raise InputError(
+            f"the data's candles ({utc_text(lo)} to {utc_text(hi)}) leave no time for a validation fold "
+            f"before the test segment; use more candles or a shorter label.horizon ({cfg.label.horizon})"
+        )
     return [e * scale for e in ends]
 
 
@@ -103,7 +108,9 @@ def walk_forward(data_dir: Path, models_dir: Path, cfg: Config, runtime: Runtime
     if cfg.split.until != 1.0:
         raise ConfigError("split.until is set by --walk-forward itself; leave it at 1.0")
     runtime.start()
-    span = runtime.get(runtime.call(host_time_span, discover(data_dir), name="walk-forward-time-span"))
+    span = runtime.get(
+        runtime.call(host_time_span, discover(data_dir), cfg.label.horizon, name="walk-forward-time-span")
+    )
     ends = [*validation_folds(cfg, folds, span), 1.0]
     table: list[dict[str, Any]] = []
     result: TrainResult | None = None
