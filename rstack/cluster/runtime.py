@@ -37,10 +37,15 @@ def _actor_alive(ray: Any, name: str) -> bool:
 class Runtime:
     """Idempotent get-or-create of Ray and the Spark host; a context manager."""
 
-    def __init__(self, cfg: RuntimeConfig, max_concurrency: int = 4, app_name: str = "rstack") -> None:
+    def __init__(
+        self, cfg: RuntimeConfig, max_concurrency: int = 4, app_name: str = "rstack", task_prefix: str = ""
+    ) -> None:
         self.cfg = cfg
         self.max_concurrency = max_concurrency
         self.app_name = app_name
+        # Shown before every host task's name in the dashboard (a tuning trial's name), so runs sharing
+        # the host can be told apart there.
+        self.task_prefix = task_prefix
         self.host: Any = None
         self.info: dict[str, Any] = {}
         self.startup_seconds = 0.0
@@ -186,7 +191,10 @@ class Runtime:
         group: str | None = None,
     ) -> Any:
         """Submit ``fn(spark, state, *args)`` to the Spark host as a Ray task; returns its ObjectRef(s)."""
-        method = self.host.run.options(name=name or fn.__name__, num_returns=num_returns)
+        label = name or fn.__name__
+        method = self.host.run.options(
+            name=f"{self.task_prefix}:{label}" if self.task_prefix else label, num_returns=num_returns
+        )
         return method.remote(fn, *args, pool=pool, group=group)
 
     def executors(self) -> list[dict[str, Any]]:

@@ -68,7 +68,15 @@ class _Job:
         self.committed = False  # once the run folder has its final name, a later error must not fail it
 
     def prepare(self) -> dict[str, Any]:
-        ref = self.runtime.call(host_prepare, self.key, self.dataset, self.cfg, name="prepare-features", group=self.key)
+        ref = self.runtime.call(
+            host_prepare,
+            self.key,
+            self.dataset,
+            self.cfg,
+            name="prepare-features",
+            pool=f"{self.key}/prepare",
+            group=self.key,
+        )
         return self.runtime.get(ref)
 
     def submit(self, batch: BatchSpec) -> tuple[Any, Any]:
@@ -86,8 +94,8 @@ class _Job:
         )
 
     def start_baselines(self) -> None:
-        """The baselines' Spark jobs run beside Level 0's, in their own FAIR pool. Pools are named
-        after the run, so two runs on one Spark host (trials of ``rstack tune``) never queue in one."""
+        """The baselines' Spark jobs run beside Level 0's, in their own FAIR pool. Every pool of a run
+        is named after it, so two runs on one Spark host (trials of ``rstack tune``) never queue in one."""
         self.baseline_refs = [
             self.runtime.call(
                 host_baseline,
@@ -135,6 +143,7 @@ class _Job:
                     l0,
                     baselines,
                     name="level1-level2",
+                    pool=f"{self.key}/meta",
                     group=self.key,
                 )
                 return self.runtime.get(ref)
