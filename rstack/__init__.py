@@ -138,7 +138,12 @@ def tune(
     if cfg.tracking.uri is not None:
         from rstack.reporting.tracking import log_study
 
-        log_study(result.out, result.rows, cfg.tracking)
+        try:
+            log_study(result.out, result.rows, cfg.tracking)
+        except RstackError as exc:  # the results are on disk: returned with the error, not hidden by it
+            import dataclasses
+
+            return dataclasses.replace(result, tracking_error=exc)
     return result
 
 

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from rstack.cli.app import app
 from rstack.config import Config, load_config
+from rstack.data.discover import TimeSpan, discover, time_span
 from rstack.errors import ConfigError
 from rstack.features.segments import compute_cutoffs
-from rstack.tuning.space import DEFAULT_SPACE, draw_trials, parse_space
-from rstack.tuning.study import validation_folds
+from rstack.tuning.space import DEFAULT_SPACE, decode, default_space, draw_trials, parse_space
+from rstack.tuning.study import optuna_search, validation_folds
 from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT
 
 HOUR = 3_600_000
@@ -34,6 +35,8 @@ HOUR = 3_600_000
         ({"level2.reg_param": {"low": 0, "high": 0.1, "log": True}}, r"a log range needs low > 0, got 0"),
         ({"level0.max_depth": [6, 0]}, r"level0.max_depth"),  # 0 is refused by the config itself
         ({"level1.context": [["lrv_1d"], ["no_such_column"]]}, r"level1.context = \('no_such_column',\) is invalid"),
+        ({"level0.concurrency": [1, 2]}, r"'level0.concurrency' changes how a run executes, not what it learns"),
+        ({"level0.max_retries": {"low": 0, "high": 3}}, r"'level0.max_retries' changes how a run executes"),
     ],
 )
 def test_a_search_space_is_refused_before_any_trial(space: dict[str, Any], match: str) -> None:
@@ -41,38 +44,105 @@ def test_a_search_space_is_refused_before_any_trial(space: dict[str, Any], match
         parse_space(space, Config())
 
 
-def test_the_default_space_is_valid_and_the_same_seed_draws_the_same_trials() -> None:
-    params = parse_space(DEFAULT_SPACE, Config())
-    first, again, other = draw_trials(params, 6, 3), draw_trials(params, 6, 3), draw_trials(params, 6, 4)
+@pytest.mark.parametrize("feature_set", ["scaled", "extended", "seed"])
+def test_the_default_space_is_valid_and_the_same_seed_draws_the_same_trials(feature_set: str) -> None:
+    base = Config().replace({"features.feature_set": feature_set})
+    space = default_space(base)
+    params = parse_space(space, base)
+    first, again, other = draw_trials(params, 12, 3), draw_trials(params, 12, 3), draw_trials(params, 12, 4)
     assert first == again and first != other
     for draw in first:
         assert draw["level0.max_depth"] in DEFAULT_SPACE["level0.max_depth"]
         assert 1e-4 <= draw["level2.reg_param"] <= 0.1 and 0.0 <= draw["level2.elastic_net_param"] <= 1.0
-        Config().replace(draw)  # every drawn trial is a valid config
+        base.replace(draw)  # every drawn trial is a valid config
+    # A range of a real-valued key is drawn as reals, not rounded to its ends.
+    assert any(0.0 < d["level2.elastic_net_param"] < 1.0 for d in first)
+    # The feature keys searched by default are the ones the base's feature set reads.
+    assert {k for k in space if k.startswith("features.")} == {
+        "scaled": {"features.mid_windows", "features.seasonal_days"},
+        "extended": {"features.rv_windows", "features.volume_z_window"},
+        "seed": set(),
+    }[feature_set]
 
 
 @pytest.mark.parametrize(
-    ("bars", "horizon", "fractions", "folds"),
+    ("key", "low", "high", "integer"),
     [
-        (1500, 5, (0.7, 0.1, 0.1, 0.1), 3),
-        (1500, 24, (0.7, 0.1, 0.1, 0.1), 3),
-        (997, 12, (0.6, 0.15, 0.1, 0.15), 4),
-        (70_000, 3, (0.7, 0.1, 0.1, 0.1), 5),
+        ("level0.max_depth", 4, 12, True),
+        ("level2.elastic_net_param", 0, 1, False),  # whole ends, but the key is a real number
+        ("level2.reg_param", 0.001, 1, False),
+    ],
+)
+def test_a_range_is_whole_numbers_only_for_an_integer_key(key: str, low: float, high: float, integer: bool) -> None:
+    (param,) = parse_space({key: {"low": low, "high": high}}, Config())
+    draws = [d[key] for d in draw_trials([param], 20, 0)]
+    assert all(isinstance(v, int) for v in draws) is integer and all(low <= v <= high for v in draws)
+
+
+def test_optuna_evaluates_the_base_config_first_even_outside_the_space() -> None:
+    """The Optuna searcher's first suggestion is the base config's own values: choices by index, a base
+    value the space lacks added to it, list-valued choices decoded back into lists."""
+    space = {
+        "level0.max_depth": [6, 8],  # the base's 10 is not a choice
+        "level2.reg_param": {"low": 0.001, "high": 0.005},  # nor is its 0.01 in the range
+        "features.mid_windows": [["12h", "3d"], ["4h", "3d"]],
+        "level1.num_trees": [25, 50],
+    }
+    base = Config()
+    params = parse_space(space, base)
+    tune_space, searcher, widened = optuna_search(params, base, seed=0)
+    searcher.set_search_properties("mean_auc", "max", tune_space)
+    first, second = searcher.suggest("t0"), searcher.suggest("t1")
+    assert decode(widened, first["params"]) == {
+        "level0.max_depth": 10,
+        "level2.reg_param": 0.01,
+        "features.mid_windows": ("4h", "3d"),
+        "level1.num_trees": 50,
+    }
+    base.replace(decode(widened, second["params"]))  # a later, searched point is a valid config too
+
+
+@pytest.mark.parametrize(
+    ("bars", "horizon", "fractions", "folds", "tail_gap"),
+    [
+        (1500, 5, (0.7, 0.1, 0.1, 0.1), 3, 0),
+        (1500, 24, (0.7, 0.1, 0.1, 0.1), 3, 0),
+        (997, 12, (0.6, 0.15, 0.1, 0.15), 4, 0),
+        (70_000, 3, (0.7, 0.1, 0.1, 0.1), 5, 0),
+        (1500, 5, (0.7, 0.1, 0.1, 0.1), 3, 60),  # missing candles at the end: labels stop earlier
     ],
 )
 def test_every_validation_fold_ends_before_any_final_test_segment(
-    bars: int, horizon: int, fractions: tuple[float, ...], folds: int
+    bars: int, horizon: int, fractions: tuple[float, ...], folds: int, tail_gap: int
 ) -> None:
     cfg = Config().replace({"label.horizon": horizon, "split.fractions": fractions})
     lo = 1_700_000_000_000
     hi = lo + (bars - 1) * HOUR
-    ends = validation_folds(cfg, folds, (lo, hi, HOUR))
+    # The last labelled row is ``horizon`` candles before the last one; a gap of ``tail_gap`` bars
+    # among those candles moves it that much earlier.
+    last_labelled = hi - (horizon + tail_gap) * HOUR
+    ends = validation_folds(cfg, folds, TimeSpan(lo, hi, last_labelled, HOUR))
     assert len(ends) == folds - 1 and ends == sorted(ends)
     last_cut = int(lo + ends[-1] * (hi - lo))  # as the fold cuts: candles before this instant
     # The final run's test segment starts at its usable rows' cutoff; whatever the feature warm-up.
     for warmup in range(0, 400, 7):
-        test_start = compute_cutoffs(lo + warmup * HOUR, hi - horizon * HOUR, HOUR, fractions).cutoffs_ms[2]
+        test_start = compute_cutoffs(lo + warmup * HOUR, last_labelled, HOUR, fractions).cutoffs_ms[2]
         assert last_cut < test_start, (warmup, last_cut, test_start)
+
+
+def test_the_time_span_names_the_last_row_a_label_can_exist_for(tmp_path: Path, on_host: Any) -> None:
+    t0 = 1_704_067_200_000
+    hours = {"AUSDT": [*range(95), 99], "BUSDT": list(range(81))}  # A lacks hours 95-98
+    for symbol, hs in hours.items():
+        times = [t0 + h * HOUR for h in hs]
+        frame = {"symbol": symbol, "open_time": times, "open": 1.0, "high": 1.1, "low": 0.9, "close": 1.0}
+        pd.DataFrame({**frame, "volume": 10.0}).to_parquet(tmp_path / f"{symbol}.parquet")
+    # Horizon 5: A's last labelled row is 5 rows before its last one (hour 90), later than B's (75).
+    assert on_host(_span, discover(tmp_path), 5) == TimeSpan(t0, t0 + 99 * HOUR, t0 + 90 * HOUR, HOUR)
+
+
+def _span(spark: Any, state: dict, dataset: Any, horizon: int) -> TimeSpan | None:
+    return time_span(spark, dataset, horizon)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +170,7 @@ def test_a_study_scores_trials_before_the_test_segment_and_writes_a_config_train
     (tmp_path / "space.yaml").write_text(json.dumps(space))
     (draw,) = draw_trials(parse_space(space, Config()), 1, 7)
     out = tmp_path / "study"
-    args = ["tune", str(synth_dir), "--out", str(out), "--trials", "1", "--config", str(base), "--folds", "3"]
+    args = ["tune", str(synth_dir), "--out", str(out), "--trials", "2", "--config", str(base), "--folds", "3"]
     args += ["--space", str(tmp_path / "space.yaml"), "--seed", "7", "--concurrency", "2"]
     result = CliRunner().invoke(app, [*args, "--mlflow", mlflow_uri])
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ from rstack.errors import RstackError
 def tune(
     data_dir: Annotated[Path, typer.Argument(help="Folder of kline Parquet files, as for rstack train.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for trials.csv, best.yaml and the trials' runs.")],
-    trials: Annotated[int, typer.Option(help="Configs to try.")] = 8,
+    trials: Annotated[int, typer.Option(help="Configs to try, the base config's own first.")] = 8,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="Base YAML config the trials change; defaults to configs/laptop.yaml."),
@@ -71,3 +71,5 @@ def tune(
         against += f" ({base['status']}, {base['folds']} of {folds - 1} folds)"
     typer.echo(f"best: {result.best['trial']} ({result.best['mean_auc']:.4f}{against}); train it with:")
     typer.echo(f"  {result.command}")
+    if result.tracking_error is not None:
+        raise fail(result.tracking_error)

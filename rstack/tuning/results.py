@@ -12,7 +12,7 @@ import yaml
 
 from rstack._io import atomic_path, write_text_atomic
 from rstack.config import Config, result_config
-from rstack.tuning.space import Param
+from rstack.tuning.space import Param, decode
 
 METRIC = "mean_auc"
 BASE_TRIAL = "trial_00000"
@@ -83,7 +83,7 @@ class StudyTable:
         write_text_atomic(path, head + yaml.safe_dump(result_config(cfg), sort_keys=False))
         return path
 
-    def callback(self, draws: list[dict[str, Any]] | None) -> Any:
+    def callback(self, draws: list[dict[str, Any]] | None, searched: list[Param] | None = None) -> Any:
         """The Ray Tune callback that records each trial as it ends (run by the study's driver)."""
         from ray import tune
 
@@ -97,7 +97,10 @@ class StudyTable:
                 self.scores.setdefault(trial.trial_id, []).append(float(result["fold_auc"]))
 
             def _record(self, trial: Any, error: str) -> None:
-                params = draws[trial.config["index"]] if draws is not None else trial.config["params"]
+                if draws is not None:
+                    params = draws[trial.config["index"]]
+                else:
+                    params = decode(searched or table.params, trial.config["params"])
                 seconds = float((trial.last_result or {}).get("time_total_s", 0.0))
                 table.record(str(trial), params, self.scores.get(trial.trial_id, []), seconds, error)
 
@@ -124,4 +127,4 @@ def _cause(trial: Any) -> str:
             break
     text = str(getattr(error, "cause", None) or error or "failed (no error recorded by Ray Tune)")
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:500]
+    return lines[-1][:500] if lines else f"failed with {type(error).__name__} and no message"

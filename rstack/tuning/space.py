@@ -8,22 +8,26 @@ config, so every trial predicts the same target on the same segments.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rstack.config import Config
+from rstack.config import EXECUTION_ONLY, Config
 from rstack.errors import ConfigError
 from rstack.features.windows import check_context
+
+log = logging.getLogger("rstack")
 
 # Sections a trial may vary; label/split/runtime/tracking/eval would change the question, not the answer.
 SEARCHABLE = ("features", "level0", "level1", "level2")
 
-# The default space: the seed's learners' sizes around their defaults, and the meta levels' options.
+# The default space: the seed's learners' sizes around their defaults, the meta levels' options, and
+# the windows of the base's own feature set (a key another feature set reads would change nothing).
 DEFAULT_SPACE: dict[str, Any] = {
     "level0.num_trees": [50, 100, 150],
     "level0.max_depth": [6, 8, 10, 12],
@@ -32,8 +36,19 @@ DEFAULT_SPACE: dict[str, Any] = {
     "level1.max_depth": [4, 6, 8],
     "level2.reg_param": {"low": 1e-4, "high": 0.1, "log": True},
     "level2.elastic_net_param": {"low": 0.0, "high": 1.0},
-    "features.volume_z_window": [10, 20, 50],
 }
+FEATURE_SPACE: dict[str, dict[str, Any]] = {
+    "scaled": {
+        "features.mid_windows": [["4h", "3d"], ["12h", "3d"], ["4h", "12h", "3d"]],
+        "features.seasonal_days": [3, 7, 14],
+    },
+    "extended": {"features.rv_windows": [[5, 10, 20, 50], [5, 20, 100]], "features.volume_z_window": [10, 20, 50]},
+    "seed": {},  # the seed's twelve features have no windows to search
+}
+
+
+def default_space(base: Config) -> dict[str, Any]:
+    return {**DEFAULT_SPACE, **FEATURE_SPACE[base.features.feature_set]}
 
 
 @dataclass(frozen=True)
@@ -43,10 +58,7 @@ class Param:
     low: float = 0.0
     high: float = 0.0
     log: bool = False
-
-    @property
-    def integer(self) -> bool:
-        return not self.choices and float(self.low).is_integer() and float(self.high).is_integer()
+    integer: bool = False  # a range of whole numbers (both ends written as integers, the key an integer)
 
     def draw(self, rng: random.Random) -> Any:
         if self.choices:
@@ -60,14 +72,24 @@ class Param:
         return round(value) if self.integer else value
 
     def tune_domain(self) -> Any:
-        """The same parameter as a Ray Tune domain (for the Optuna searcher)."""
+        """The same parameter as a Ray Tune domain (for the Optuna searcher); :meth:`value` decodes it."""
         from ray import tune
 
-        if self.choices:
-            return tune.choice(list(self.choices))
+        if self.choices:  # by index: Optuna's categories must be scalars, a choice may be a list
+            return tune.choice(list(range(len(self.choices))))
         if self.integer:
             return (tune.lograndint if self.log else tune.randint)(int(self.low), int(self.high) + 1)
         return (tune.loguniform if self.log else tune.uniform)(self.low, self.high)
+
+    def value(self, drawn: Any) -> Any:
+        return self.choices[int(drawn)] if self.choices else drawn
+
+    def index_of(self, value: Any) -> Any:
+        """``value`` as :meth:`tune_domain` draws it (a choice's index), for the base config's point."""
+        if not self.choices:
+            return value
+        wanted = tuple(value) if isinstance(value, list) else value
+        return self.choices.index(wanted) if wanted in self.choices else None
 
 
 def parse_space(raw: Mapping[str, Any], base: Config, where: str = "the search space") -> list[Param]:
@@ -77,6 +99,10 @@ def parse_space(raw: Mapping[str, Any], base: Config, where: str = "the search s
     params = []
     for key, spec in raw.items():
         section = str(key).partition(".")[0]
+        if key in EXECUTION_ONLY:
+            raise ConfigError(
+                f"{where}: {key!r} changes how a run executes, not what it learns; set it in the base config"
+            )
         if section not in SEARCHABLE:
             raise ConfigError(
                 f"{where}: {key!r} cannot be tuned; search keys of {', '.join(SEARCHABLE)} (the label, "
@@ -90,7 +116,9 @@ def parse_space(raw: Mapping[str, Any], base: Config, where: str = "the search s
                 raise ConfigError(f"{where}: {key}: give numbers with low < high, got low={low!r}, high={high!r}")
             if log and low <= 0:
                 raise ConfigError(f"{where}: {key}: a log range needs low > 0, got {low!r}")
-            param = Param(key, low=float(low), high=float(high), log=log)
+            current = base.to_dict()[section].get(str(key).partition(".")[2])  # None: refused below
+            whole = all(isinstance(x, int) and not isinstance(x, bool) for x in (low, high, current))
+            param = Param(key, low=float(low), high=float(high), log=log, integer=whole)
         else:
             raise ConfigError(
                 f"{where}: {key}: {spec!r} is neither a list of choices nor a range; write [a, b, ...] "
@@ -106,7 +134,7 @@ def parse_space(raw: Mapping[str, Any], base: Config, where: str = "the search s
 
 def load_space(path: Path | None, base: Config) -> list[Param]:
     if path is None:
-        return parse_space(DEFAULT_SPACE, base, "the default search space")
+        return parse_space(default_space(base), base, "the default search space")
     if not path.is_file():
         raise ConfigError(f"search space {path} does not exist; pass a YAML file of key: choices")
     try:
@@ -126,3 +154,25 @@ def base_values(base: Config, params: list[Param]) -> dict[str, Any]:
     """The base config's own value of every searched key: the study's reference trial."""
     nested = base.to_dict()
     return {p.key: nested[p.key.partition(".")[0]][p.key.partition(".")[2]] for p in params}
+
+
+def covering_base(params: list[Param], base: Config) -> list[Param]:
+    """``params`` widened to hold the base config's own values, so a searcher that can only evaluate
+    points of its space (Optuna) can evaluate the base as its first trial. Logged when it widens."""
+    out = []
+    for p, value in zip(params, base_values(base, params).values(), strict=True):
+        if p.choices and p.index_of(value) is None:
+            p = replace(p, choices=(*p.choices, tuple(value) if isinstance(value, list) else value))
+        elif not p.choices and not p.low <= value <= p.high:
+            p = replace(p, low=min(p.low, value), high=max(p.high, value))
+        else:
+            out.append(p)
+            continue
+        log.info("tune: %s widened to hold the base config's %r, so the search can start from it", p.key, value)
+        out.append(p)
+    return out
+
+
+def decode(params: list[Param], drawn: dict[str, Any]) -> dict[str, Any]:
+    """A searcher's draw (choices by index, see :meth:`Param.tune_domain`) as config values."""
+    return {p.key: p.value(drawn[p.key]) for p in params}

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from rstack.config import Config, build_config
 from rstack.data.discover import discover
-from rstack.errors import ConfigError, TrainingError
+from rstack.errors import ConfigError, RstackError, TrainingError
 from rstack.models.metrics import finite
 from rstack.training.driver import train
 from rstack.training.host import host_time_span
 from rstack.training.walkforward import validation_folds
 from rstack.tuning.results import METRIC, StudyTable
-from rstack.tuning.space import Param, base_values, draw_trials
+from rstack.tuning.space import Param, base_values, covering_base, decode, draw_trials
 
 if TYPE_CHECKING:
     from rstack.cluster.runtime import Runtime
@@ -68,11 +68,12 @@ def rstack_trial(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
 
     from rstack.cluster.runtime import Runtime
 
-    params = spec["draws"][config["index"]] if "draws" in spec else config["params"]
+    params = spec["draws"][config["index"]] if "draws" in spec else decode(spec["params"], config["params"])
     cfg = build_config(spec["base"]).replace({**params, **spec["fixed"]})
-    runtime = Runtime(cfg.runtime)  # joins this Ray and the study's Spark host; stops neither
-    runtime.start()
     name = tune.get_context().get_trial_name()
+    # Joins this Ray and the study's Spark host, stops neither; its host tasks show as trial_NNNNN:...
+    runtime = Runtime(cfg.runtime, task_prefix=name)
+    runtime.start()
 
     def report(k: int, auc: float, scores: list[float]) -> None:
         tune.report({"fold": k, "fold_auc": auc, METRIC: statistics.fmean(scores)})
@@ -86,6 +87,13 @@ def check_study(out: Path, base: Config, *, trials: int, search: str, concurrenc
         raise ConfigError(f"--search {search!r} is not one rstack knows; use one of {', '.join(SEARCHES)}")
     if trials < 1 or concurrency < 1:
         raise ConfigError(f"--trials {trials} and --concurrency {concurrency}: use 1 or more of each")
+    try:  # the extra's imports, checked before Ray starts rather than as a traceback in the first trial
+        import ray.tune  # noqa: F401
+
+        if search == "optuna":
+            import optuna  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"rstack tune needs Ray Tune and Optuna ({exc}); pip install 'rstack[tune]'") from exc
     if (out / "trials.csv").exists():
         raise ConfigError(f"{out} holds a study already (trials.csv); pass another --out or remove it")
     return len(validation_folds(base, folds))
@@ -98,6 +106,20 @@ class StudyResult:
     best: dict[str, Any] | None
     base: dict[str, Any] | None  # the base config's row (trial 0)
     command: str
+    tracking_error: RstackError | None = None  # the study ran, but logging it to MLflow failed
+
+
+def optuna_search(params: list[Param], base: Config, seed: int) -> tuple[dict[str, Any], Any, list[Param]]:
+    """Optuna's TPE over ``params`` (widened to hold the base), the base config its first point: the
+    Tune param space, the searcher, and the params that decode its draws (:func:`decode`)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    params = covering_base(params, base)
+    reference = base_values(base, params)
+    # Tune flattens the space to params/<key>; the base's point must name the same keys.
+    first = {f"params/{p.key}": p.index_of(reference[p.key]) for p in params}
+    space = {"params": {p.key: p.tune_domain() for p in params}}
+    return space, OptunaSearch(seed=seed, points_to_evaluate=[first]), params
 
 
 def run_study(
@@ -120,7 +142,7 @@ def run_study(
     n_folds = check_study(out, base, trials=trials, search=search, concurrency=concurrency, folds=folds)
     runtime.start()  # the trials join its Ray and its Spark host by name
     data_dir, out = data_dir.resolve(), out.resolve()  # Tune runs each trial in a folder of its own
-    span = runtime.get(runtime.call(host_time_span, discover(data_dir), name="tune-time-span"))
+    span = runtime.get(runtime.call(host_time_span, discover(data_dir), base.label.horizon, name="tune-time-span"))
     ends = validation_folds(base, folds, span)
     log.info("tune: validation folds end at %s of the time range", ", ".join(f"{e:.4f}" for e in ends))
     out.mkdir(parents=True, exist_ok=True)
@@ -132,18 +154,16 @@ def run_study(
         "out": str(out),
         "ends": ends,
     }
-    # Trial 0 is the base config itself, scored on the same folds: what the search has to beat.
+    # Trial 0 (one of the ``trials``) is the base config itself, scored on the same folds: what the
+    # search has to beat.
     reference = base_values(base, params)
     table = StudyTable(out, params, n_folds, search, seed)
     if search == "random":
-        spec["draws"] = [reference, *draw_trials(params, trials, seed)]
-        space: dict[str, Any] = {"index": tune.grid_search(list(range(trials + 1)))}
+        spec["draws"] = [reference, *draw_trials(params, trials - 1, seed)]
+        space: dict[str, Any] = {"index": tune.grid_search(list(range(trials)))}
         searcher = None
     else:
-        from ray.tune.search.optuna import OptunaSearch
-
-        space = {"params": {p.key: p.tune_domain() for p in params}}
-        searcher = OptunaSearch(seed=seed, points_to_evaluate=[reference])
+        space, searcher, spec["params"] = optuna_search(params, base, seed)
     # ASHA over folds: a trial whose first folds' mean is in the bottom half stops there.
     asha = tune.schedulers.ASHAScheduler
     scheduler = asha(max_t=n_folds, grace_period=1, reduction_factor=2) if n_folds > 1 else None
@@ -153,7 +173,7 @@ def run_study(
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
-            num_samples=1 if search == "random" else trials + 1,
+            num_samples=1 if search == "random" else trials,
             max_concurrent_trials=concurrency,
             search_alg=searcher,
             scheduler=scheduler,
@@ -163,7 +183,7 @@ def run_study(
         run_config=tune.RunConfig(
             name="study",
             storage_path=str(out / "ray_results"),
-            callbacks=[table.callback(spec.get("draws"))],
+            callbacks=[table.callback(spec.get("draws"), spec.get("params"))],
             verbose=1,
         ),
     )
