@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -18,7 +19,7 @@ from rstack.data.discover import TimeSpan, discover, time_span
 from rstack.errors import ConfigError
 from rstack.features.segments import compute_cutoffs
 from rstack.tuning.space import DEFAULT_SPACE, decode, default_space, draw_trials, parse_space
-from rstack.tuning.study import optuna_search, validation_folds
+from rstack.tuning.study import TrialNames, optuna_search, validation_folds
 from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT
 
 HOUR = 3_600_000
@@ -77,6 +78,18 @@ def test_a_range_is_whole_numbers_only_for_an_integer_key(key: str, low: float, 
     (param,) = parse_space({key: {"low": low, "high": high}}, Config())
     draws = [d[key] for d in draw_trials([param], 20, 0)]
     assert all(isinstance(v, int) for v in draws) is integer and all(low <= v <= high for v in draws)
+
+
+def test_trials_are_numbered_in_the_order_tune_creates_them() -> None:
+    """Trial 0 is the base config for both searchers: Optuna's trial ids are random hex, not a counter."""
+    names = TrialNames()
+    ids = ["83415f5b", "6e6e468e", "83415f5b", "1873d1e6"]  # Tune asks again for a trial's folder
+    assert [names(SimpleNamespace(trial_id=i)) for i in ids] == [
+        "trial_00000",
+        "trial_00001",
+        "trial_00000",
+        "trial_00002",
+    ]
 
 
 def test_optuna_evaluates_the_base_config_first_even_outside_the_space() -> None:

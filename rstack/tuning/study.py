@@ -109,6 +109,17 @@ class StudyResult:
     tracking_error: RstackError | None = None  # the study ran, but logging it to MLflow failed
 
 
+class TrialNames:
+    """trial_00000, trial_00001, ... in the order Tune creates the trials, so trial 0 is the base config
+    whatever the searcher (a grid's trial ids end in a counter, Optuna's are random hex)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+
+    def __call__(self, trial: Any) -> str:
+        return self.names.setdefault(trial.trial_id, f"trial_{len(self.names):05d}")
+
+
 def optuna_search(params: list[Param], base: Config, seed: int) -> tuple[dict[str, Any], Any, list[Param]]:
     """Optuna's TPE over ``params`` (widened to hold the base), the base config its first point: the
     Tune param space, the searcher, and the params that decode its draws (:func:`decode`)."""
@@ -164,6 +175,7 @@ def run_study(
         searcher = None
     else:
         space, searcher, spec["params"] = optuna_search(params, base, seed)
+    names = TrialNames()
     # ASHA over folds: a trial whose first folds' mean is in the bottom half stops there.
     asha = tune.schedulers.ASHAScheduler
     scheduler = asha(max_t=n_folds, grace_period=1, reduction_factor=2) if n_folds > 1 else None
@@ -177,8 +189,8 @@ def run_study(
             max_concurrent_trials=concurrency,
             search_alg=searcher,
             scheduler=scheduler,
-            trial_name_creator=lambda t: f"trial_{t.trial_id.rsplit('_', 1)[-1]}",
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id.rsplit('_', 1)[-1]}",
+            trial_name_creator=names,
+            trial_dirname_creator=names,
         ),
         run_config=tune.RunConfig(
             name="study",
