@@ -3,6 +3,7 @@ and a real Ray Tune study (trials on the shared Spark host, a failing one record
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from pathlib import Path
@@ -90,6 +91,11 @@ def test_trials_are_numbered_in_the_order_tune_creates_them() -> None:
         "trial_00000",
         "trial_00002",
     ]
+    # Tune copies the creator with every trial's spec, before naming any: the copies count together.
+    fresh = TrialNames()
+    first, second = copy.deepcopy(fresh), copy.deepcopy(fresh)
+    assert first(SimpleNamespace(trial_id="0f0f0f0f")) == "trial_00000"
+    assert second(SimpleNamespace(trial_id="1e1e1e1e")) == "trial_00001"
 
 
 def test_optuna_evaluates_the_base_config_first_even_outside_the_space() -> None:

@@ -67,46 +67,41 @@ class _Job:
         self.executors: list[dict[str, Any]] = []
         self.committed = False  # once the run folder has its final name, a later error must not fail it
 
+    def _call(self, fn: Any, *args: Any, name: str, pool: str, num_returns: int = 1) -> Any:
+        """``fn(spark, state, run key, *args)`` on the host, in the FAIR pool ``<run key>/<pool>``: every
+        pool is named after the run, so two runs on one host (``rstack tune``'s trials) never share one."""
+        pool = f"{self.key}/{pool}"
+        return self.runtime.call(fn, self.key, *args, name=name, num_returns=num_returns, pool=pool, group=self.key)
+
     def prepare(self) -> dict[str, Any]:
-        ref = self.runtime.call(
-            host_prepare,
-            self.key,
-            self.dataset,
-            self.cfg,
-            name="prepare-features",
-            pool=f"{self.key}/prepare",
-            group=self.key,
+        return self.runtime.get(
+            self._call(host_prepare, self.dataset, self.cfg, name="prepare-features", pool="prepare")
         )
-        return self.runtime.get(ref)
 
     def submit(self, batch: BatchSpec) -> tuple[Any, Any]:
-        return self.runtime.call(
+        columns, work = self.summary["feature_columns"], str(self.run.work)
+        return self._call(
             host_level0,
-            self.key,
             batch,
-            self.summary["feature_columns"],
+            columns,
             self.cfg.level0,
-            str(self.run.work),
+            work,
             name=f"level0-{batch.name}",
+            pool=batch.name,
             num_returns=2,
-            pool=f"{self.key}/{batch.name}",
-            group=self.key,
         )
 
     def start_baselines(self) -> None:
-        """The baselines' Spark jobs run beside Level 0's, in their own FAIR pool. Every pool of a run
-        is named after it, so two runs on one Spark host (trials of ``rstack tune``) never queue in one."""
+        """The baselines' Spark jobs run beside Level 0's, in their own FAIR pool."""
         self.baseline_refs = [
-            self.runtime.call(
+            self._call(
                 host_baseline,
-                self.key,
                 kind,
                 self.summary["feature_columns"],
                 self.cfg,
                 str(self.run.work),
                 name=f"baseline-{kind}",
-                pool=f"{self.key}/baselines",
-                group=self.key,
+                pool="baselines",
             )
             for kind in self.cfg.eval.baselines
         ]
@@ -134,18 +129,8 @@ class _Job:
                 # Which executors ran Level 0's tasks: read before Levels 1-2 add theirs.
                 self.executors = self.runtime.executors()
                 baselines = self.runtime.get(self.baseline_refs)  # their Parquet folders' paths
-                ref = self.runtime.call(
-                    host_meta,
-                    self.key,
-                    self.cfg,
-                    str(self.run.work),
-                    prior,
-                    l0,
-                    baselines,
-                    name="level1-level2",
-                    pool=f"{self.key}/meta",
-                    group=self.key,
-                )
+                work = str(self.run.work)
+                ref = self._call(host_meta, self.cfg, work, prior, l0, baselines, name="level1-level2", pool="meta")
                 return self.runtime.get(ref)
             except Exception as exc:
                 if not (host_lost(exc) or refs_lost(exc)) or attempt >= retries:

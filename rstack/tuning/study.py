@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,15 +110,21 @@ class StudyResult:
     tracking_error: RstackError | None = None  # the study ran, but logging it to MLflow failed
 
 
+# Per study, trial id -> name, in the study's driver process: Tune copies the name creator with each
+# trial's spec, so a counter kept in the creator itself would start again at 0 for every trial.
+_TRIAL_NAMES: dict[str, dict[str, str]] = {}
+
+
 class TrialNames:
     """trial_00000, trial_00001, ... in the order Tune creates the trials, so trial 0 is the base config
     whatever the searcher (a grid's trial ids end in a counter, Optuna's are random hex)."""
 
     def __init__(self) -> None:
-        self.names: dict[str, str] = {}
+        self.study = uuid.uuid4().hex
 
     def __call__(self, trial: Any) -> str:
-        return self.names.setdefault(trial.trial_id, f"trial_{len(self.names):05d}")
+        names = _TRIAL_NAMES.setdefault(self.study, {})
+        return names.setdefault(trial.trial_id, f"trial_{len(names):05d}")
 
 
 def optuna_search(params: list[Param], base: Config, seed: int) -> tuple[dict[str, Any], Any, list[Param]]:
