@@ -11,6 +11,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ from rstack.training.driver import TrainResult
 
 ROOT = Path(__file__).resolve().parent.parent
 LIGHT_TREES, LIGHT_DEPTH = 40, 8
+# Two shuffle partitions rather than laptop.yaml's four: on the suite's 9,000-row sets every Spark
+# stage is per-task overhead (a cold training run 97 s -> 69 s, a warm one 45 -> 35), and two still
+# split every symbol-partitioned table across partitions.
+LIGHT_SHUFFLE_PARTITIONS = 2
 
 
 def light_config(**overrides: Any) -> Config:
@@ -32,6 +37,7 @@ def light_config(**overrides: Any) -> Config:
         "runtime.dashboard": False,
         "runtime.executor_memory": "1g",
         "runtime.driver_memory": "1g",
+        "runtime.shuffle_partitions": LIGHT_SHUFFLE_PARTITIONS,
         "level0.batch_size": 3,
         # Smaller Level-0 forests than the product's 100 x depth 10: the tests check the machinery, and
         # Level 0's fits are most of every training run the suite does.
@@ -98,6 +104,39 @@ def trained(synth_dir: Path, models: Path, runtime: Runtime) -> TrainResult:
     result = rstack.train(synth_dir, models, light_config(), runtime=runtime)
     assert runtime.host is not None and runtime.executors(), "rstack.train stopped a runtime it does not own"
     return result
+
+
+REGISTERED = "rstack-test-stack"
+
+
+@dataclass(frozen=True)
+class CliRun:
+    output: str
+    run_dir: Path
+
+
+@pytest.fixture(scope="session")
+def cli_trained(synth_dir: Path, runtime: Runtime, mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> CliRun:
+    """The fixture's run again, through ``rstack train`` on the command line: every baseline on (the
+    fixture turns them off), logged to the test MLflow server and registered as ``REGISTERED``.
+    Shared by the CLI and the MLflow tests: each training run costs the suite half a minute."""
+    from typer.testing import CliRunner
+
+    from rstack.cli.app import app
+
+    folder = tmp_path_factory.mktemp("cli-run")
+    cfg, models = folder / "cfg.yaml", folder / "models"
+    # The fixture's Level-0 forests (light_config), so that the metrics can be compared.
+    cfg.write_text(
+        f"level0:\n  batch_size: 3\n  num_trees: {LIGHT_TREES}\n  max_depth: {LIGHT_DEPTH}\n"
+        "runtime:\n  dashboard: false\n"
+        # The default baselines plus the opt-in single forest, so that all three are covered.
+        "eval:\n  baselines: [single_rf, gbt, har_logit]\n"
+    )
+    args = ["train", str(synth_dir), "--models", str(models), "--config", str(cfg)]
+    result = CliRunner().invoke(app, [*args, "--mlflow", mlflow_uri, "--register", REGISTERED])
+    assert result.exit_code == 0, result.output
+    return CliRun(result.output, (models / "latest").resolve())
 
 
 def free_port() -> int:

@@ -28,7 +28,7 @@ from rstack.models.level0 import BatchSpec
 from rstack.training.driver import TrainResult, train
 from rstack.training.runs import RunDir, resolve_run
 from rstack.training.scheduler import run_batches
-from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT, light_config, set_host_env
+from tests.conftest import LIGHT_DEPTH, LIGHT_SHUFFLE_PARTITIONS, LIGHT_TREES, ROOT, light_config, set_host_env
 
 pytestmark = pytest.mark.slow
 
@@ -264,6 +264,7 @@ def _spawn_train(synth_dir: Path, models: Path, temp: str, **extra: str) -> subp
         "RSTACK_RUNTIME__EXECUTOR_MEMORY": "1g",
         "RSTACK_RUNTIME__DRIVER_MEMORY": "1g",
         "RSTACK_RUNTIME__RAY_TEMP_DIR": temp,
+        "RSTACK_RUNTIME__SHUFFLE_PARTITIONS": str(LIGHT_SHUFFLE_PARTITIONS),
         "RSTACK_LEVEL0__BATCH_SIZE": "3",
         "RSTACK_LEVEL0__NUM_TREES": str(LIGHT_TREES),
         "RSTACK_LEVEL0__MAX_DEPTH": str(LIGHT_DEPTH),

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from rstack.cli.app import app
 from rstack.cluster.devcluster import LocalCluster
-from tests.conftest import ROOT
+from tests.conftest import LIGHT_SHUFFLE_PARTITIONS, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +27,7 @@ JOB_ENV = {
     "RSTACK_RUNTIME__EXECUTOR_CORES": "1",
     "RSTACK_RUNTIME__EXECUTOR_MEMORY": "1g",
     "RSTACK_RUNTIME__DRIVER_MEMORY": "1g",
+    "RSTACK_RUNTIME__SHUFFLE_PARTITIONS": str(LIGHT_SHUFFLE_PARTITIONS),
     "RSTACK_RUNTIME__PLACEMENT_STRATEGY": "SPREAD",
     "RSTACK_LEVEL0__BATCH_SIZE": "3",
     "RSTACK_EVAL__BASELINES": "",

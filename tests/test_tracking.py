@@ -18,44 +18,29 @@ from typer.testing import CliRunner
 from rstack.cli.app import app
 from rstack.config import TrackingConfig
 from rstack.data.discover import discover
-from rstack.data.synth import write_synthetic
 from rstack.errors import ConfigError
 from rstack.reporting.tracking import check_tracking, metric_name, run_metrics
 from rstack.serving.predict import predict_dir
-from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, free_port
-
-NAME = "rstack-test-stack"
+from tests.conftest import LIGHT_TREES, REGISTERED, CliRun, free_port
 
 
 def _registered_predict(spark: Any, state: dict, uri: str, klines: pd.DataFrame) -> pd.DataFrame:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    return mlflow.pyfunc.load_model(f"models:/{NAME}/1").predict(klines)
+    return mlflow.pyfunc.load_model(f"models:/{REGISTERED}/1").predict(klines)
 
 
 @pytest.mark.slow
 def test_train_logs_and_registers_the_stack_and_the_registered_model_predicts_as_rstack_does(
-    mlflow_uri: str, tmp_path: Path, on_host: Callable[..., Any]
+    cli_trained: CliRun, synth_dir: Path, mlflow_uri: str, tmp_path: Path, on_host: Callable[..., Any]
 ) -> None:
     from mlflow import MlflowClient
 
-    # Its own small set (4 symbols, 2 batches, no extra baselines): this test trains once more.
-    synth_dir = tmp_path / "data"
-    write_synthetic(synth_dir, symbols=4, rows=1500, seed=5)
-    cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(
-        f"level0:\n  batch_size: 2\n  num_trees: {LIGHT_TREES}\n  max_depth: {LIGHT_DEPTH}\n"
-        "runtime:\n  dashboard: false\neval:\n  baselines: []\n"
-    )
-    models = tmp_path / "models"
-    args = ["train", str(synth_dir), "--models", str(models), "--config", str(cfg), "--mlflow", mlflow_uri]
-    result = CliRunner().invoke(app, [*args, "--register", NAME])
-    assert result.exit_code == 0, result.output
-    run_dir = (models / "latest").resolve()
+    run_dir = cli_trained.run_dir
     manifest = json.loads((run_dir / "manifest.json").read_text())
     record = json.loads((run_dir / "mlflow.json").read_text())
-    assert record["registered"] == {"name": NAME, "version": 1}
+    assert record["registered"] == {"name": REGISTERED, "version": 1}
 
     client = MlflowClient(mlflow_uri)
     logged = client.get_run(record["run_id"])
@@ -66,9 +51,10 @@ def test_train_logs_and_registers_the_stack_and_the_registered_model_predicts_as
     assert metrics["level2_test_roc_auc"] == pytest.approx(manifest["metrics"]["level2"]["roc_auc"], abs=1e-12)
     assert metrics["level1_l2_fit_roc_auc"] == pytest.approx(manifest["metrics_l2_fit"]["level1"]["roc_auc"])
     assert "level0_batch_001_test_brier" in metrics and "baseline_trailing_vol_test_pr_auc" in metrics
+    assert metrics["baseline_gbt_test_roc_auc"] == pytest.approx(manifest["metrics"]["baseline_gbt"]["roc_auc"])
     artifacts = {a.path for a in client.list_artifacts(record["run_id"])}
     assert "manifest.json" in artifacts
-    version = client.get_model_version(NAME, "1")
+    version = client.get_model_version(REGISTERED, "1")
     assert version.run_id == record["run_id"]
 
     # models:/NAME/1, loaded from the registry, against `rstack predict` on the run folder.

@@ -10,14 +10,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from rstack.cli.app import app
 from rstack.data.discover import discover
 from rstack.training.driver import TrainResult
 from rstack.training.rescore import rescore_run
 from rstack.training.scheduler import max_overlap
-from tests.conftest import LIGHT_DEPTH, LIGHT_TREES
+from tests.conftest import CliRun
 
 pytestmark = pytest.mark.slow
 
@@ -73,30 +71,18 @@ def test_saved_models_reload_and_reproduce_metrics(
         assert again[name]["confusion"] == want["confusion"], name
 
 
-def test_cli_second_run_gives_identical_metrics(
-    trained: TrainResult, synth_dir: Path, models: Path, tmp_path: Path
-) -> None:
-    cfg = tmp_path / "cfg.yaml"
-    # The fixture's Level-0 forests (light_config), so that the metrics can be compared.
-    cfg.write_text(
-        f"level0:\n  batch_size: 3\n  num_trees: {LIGHT_TREES}\n  max_depth: {LIGHT_DEPTH}\n"
-        "runtime:\n  dashboard: false\n"
-        # The default baselines plus the opt-in single forest, so that all three are covered.
-        "eval:\n  baselines: [single_rf, gbt, har_logit]\n"
-    )
-    result = CliRunner().invoke(app, ["train", str(synth_dir), "--models", str(models), "--config", str(cfg)])
-    assert result.exit_code == 0, result.output
-    assert "level2" in result.output and "baseline_trailing_vol" in result.output
-    second = json.loads((models / "latest" / "manifest.json").read_text())
+def test_cli_second_run_gives_identical_metrics(trained: TrainResult, cli_trained: CliRun) -> None:
+    output, run = cli_trained.output, cli_trained.run_dir
+    assert "level2" in output and "baseline_trailing_vol" in output
+    second = json.loads((run / "manifest.json").read_text())
     assert second["run_id"] != trained.manifest["run_id"]
     # This run fits every baseline (the fixture's light config turns them off): a single RandomForest
     # on all symbols, a GBT and HAR-logit, evaluated on the same test rows next to the stack.
+    preds = pd.read_parquet(run / "predictions" / "test.parquet")
     for name in ("baseline_single_rf", "baseline_gbt", "baseline_har_logit"):
-        col = name
         assert 0.0 < second["metrics"][name]["roc_auc"] < 1.0
         assert second["metrics"][name]["rows"] == trained.manifest["rows_by_segment"]["test"]
-        preds = pd.read_parquet(models / "latest" / "predictions" / "test.parquet")
-        assert preds[col].between(0, 1).all() and len(preds) == second["metrics"][name]["rows"]
+        assert preds[name].between(0, 1).all() and len(preds) == second["metrics"][name]["rows"]
     for name, want in trained.manifest["metrics"].items():
         for key, value in want.items():
             got = second["metrics"][name][key]
