@@ -26,7 +26,7 @@ from rstack.training.driver import TrainResult
 ROOT = Path(__file__).resolve().parent.parent
 LIGHT_TREES, LIGHT_DEPTH = 40, 8
 # Two shuffle partitions rather than laptop.yaml's four: on the suite's 9,000-row sets every Spark
-# stage is per-task overhead (a cold training run 97 s -> 69 s, a warm one 45 -> 35), and two still
+# stage is per-task overhead (a cold training run 97 s -> 69 s, a warm one 40-48 -> 35), and two still
 # split every symbol-partitioned table across partitions.
 LIGHT_SHUFFLE_PARTITIONS = 2
 
