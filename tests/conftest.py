@@ -16,37 +16,59 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import rstack
 from rstack.cluster.runtime import Runtime
-from rstack.config import Config, load_config
+from rstack.config import ENV_PREFIX, Config, load_config
 from rstack.data.synth import write_synthetic
 from rstack.training.driver import TrainResult
 
 ROOT = Path(__file__).resolve().parent.parent
 LIGHT_TREES, LIGHT_DEPTH = 40, 8
 # Two shuffle partitions rather than laptop.yaml's four: on the suite's 9,000-row sets every Spark
-# stage is per-task overhead (a cold training run 97 s -> 69 s, a warm one 40-48 -> 35), and two still
-# split every symbol-partitioned table across partitions.
+# stage is per-task overhead (a cold training run 97 s -> 69 s, a warm one 40-48 -> 35), and with two
+# the stages still run on more than one partition.
 LIGHT_SHUFFLE_PARTITIONS = 2
+# laptop.yaml made light for a 2-core CI machine, as dotted config keys: the one definition behind
+# light_config (the Python API), light_yaml (a --config file) and light_env (a spawned `rstack`).
+LIGHT: dict[str, Any] = {
+    "runtime.dashboard": False,
+    "runtime.executor_memory": "1g",
+    "runtime.driver_memory": "1g",
+    "runtime.shuffle_partitions": LIGHT_SHUFFLE_PARTITIONS,
+    "level0.batch_size": 3,
+    # Smaller Level-0 forests than the product's 100 x depth 10: the tests check the machinery, and
+    # Level 0's fits are most of every training run the suite does.
+    "level0.num_trees": LIGHT_TREES,
+    "level0.max_depth": LIGHT_DEPTH,
+    # The single-model baselines have their own end-to-end test; elsewhere they only cost time.
+    "eval.baselines": [],
+}
 
 
 def light_config(**overrides: Any) -> Config:
-    """laptop.yaml, made light for a 2-core CI machine: no dashboard, small executor."""
-    base = {
-        "runtime.dashboard": False,
-        "runtime.executor_memory": "1g",
-        "runtime.driver_memory": "1g",
-        "runtime.shuffle_partitions": LIGHT_SHUFFLE_PARTITIONS,
-        "level0.batch_size": 3,
-        # Smaller Level-0 forests than the product's 100 x depth 10: the tests check the machinery, and
-        # Level 0's fits are most of every training run the suite does.
-        "level0.num_trees": LIGHT_TREES,
-        "level0.max_depth": LIGHT_DEPTH,
-        # The single-model baselines have their own end-to-end test; elsewhere they only cost time.
-        "eval.baselines": [],
-    }
-    return load_config(ROOT / "configs" / "laptop.yaml", {**base, **overrides}, environ={})
+    return load_config(ROOT / "configs" / "laptop.yaml", {**LIGHT, **overrides}, environ={})
+
+
+def light_yaml(**overrides: Any) -> str:
+    """LIGHT (and ``overrides``) as a YAML config file's text, nested by section."""
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in {**LIGHT, **overrides}.items():
+        section, _, field = key.partition(".")
+        nested.setdefault(section, {})[field] = value
+    return yaml.safe_dump(nested)
+
+
+def light_env(**overrides: Any) -> dict[str, str]:
+    """LIGHT (and ``overrides``) as ``RSTACK_<SECTION>__<FIELD>`` variables; lists comma-separated."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+    return {f"{ENV_PREFIX}{k.replace('.', '__').upper()}": text(v) for k, v in {**LIGHT, **overrides}.items()}
 
 
 def set_host_env(spark: Any, state: dict, name: str, value: str) -> None:
@@ -126,13 +148,10 @@ def cli_trained(synth_dir: Path, runtime: Runtime, mlflow_uri: str, tmp_path_fac
 
     folder = tmp_path_factory.mktemp("cli-run")
     cfg, models = folder / "cfg.yaml", folder / "models"
-    # The fixture's Level-0 forests (light_config), so that the metrics can be compared.
-    cfg.write_text(
-        f"level0:\n  batch_size: 3\n  num_trees: {LIGHT_TREES}\n  max_depth: {LIGHT_DEPTH}\n"
-        "runtime:\n  dashboard: false\n"
-        # The default baselines plus the opt-in single forest, so that all three are covered.
-        "eval:\n  baselines: [single_rf, gbt, har_logit]\n"
-    )
+    # The fixture's config (so that the metrics can be compared), with the default baselines plus the
+    # opt-in single forest, so that all three are covered. Its runtime keys do not apply here: the
+    # command joins this process's Ray and reuses the session's Spark host (hence `runtime`).
+    cfg.write_text(light_yaml(**{"eval.baselines": ["single_rf", "gbt", "har_logit"]}))
     args = ["train", str(synth_dir), "--models", str(models), "--config", str(cfg)]
     result = CliRunner().invoke(app, [*args, "--mlflow", mlflow_uri, "--register", REGISTERED])
     assert result.exit_code == 0, result.output

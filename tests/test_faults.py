@@ -28,7 +28,7 @@ from rstack.models.level0 import BatchSpec
 from rstack.training.driver import TrainResult, train
 from rstack.training.runs import RunDir, resolve_run
 from rstack.training.scheduler import run_batches
-from tests.conftest import LIGHT_DEPTH, LIGHT_SHUFFLE_PARTITIONS, LIGHT_TREES, ROOT, light_config, set_host_env
+from tests.conftest import ROOT, light_config, light_env, set_host_env
 
 pytestmark = pytest.mark.slow
 
@@ -257,21 +257,13 @@ def test_killed_executor_mid_level0_run_completes(
 # -- the driver killed, or interrupted, in a separate process --------------------------------------
 
 
-def _spawn_train(synth_dir: Path, models: Path, temp: str, **extra: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "RSTACK_RUNTIME__DASHBOARD": "false",
-        "RSTACK_RUNTIME__EXECUTOR_MEMORY": "1g",
-        "RSTACK_RUNTIME__DRIVER_MEMORY": "1g",
-        "RSTACK_RUNTIME__RAY_TEMP_DIR": temp,
-        "RSTACK_RUNTIME__SHUFFLE_PARTITIONS": str(LIGHT_SHUFFLE_PARTITIONS),
-        "RSTACK_LEVEL0__BATCH_SIZE": "3",
-        "RSTACK_LEVEL0__NUM_TREES": str(LIGHT_TREES),
-        "RSTACK_LEVEL0__MAX_DEPTH": str(LIGHT_DEPTH),
-        "RSTACK_LEVEL0__CONCURRENCY": "1",
-        "RSTACK_EVAL__BASELINES": "",
-        **extra,
-    }
+def _spawn_train(
+    synth_dir: Path, models: Path, temp: str, overrides: dict[str, Any] | None = None
+) -> subprocess.Popen[bytes]:
+    """`rstack train` in a new process, with its own local Ray under ``temp`` and the suite's light
+    config (plus ``overrides``, dotted keys) in its environment."""
+    light = {"runtime.ray_temp_dir": temp, "level0.concurrency": 1, **(overrides or {})}
+    env = {**os.environ, **light_env(**light)}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "rstack.cli", "train", str(synth_dir), "--models", str(models)]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -328,8 +320,8 @@ def test_killed_or_interrupted_driver_leaves_a_run_that_resumes_without_refittin
     killed_models, interrupted_models = tmp_path / "killed", tmp_path / "interrupted"
     killed = _spawn_train(synth_dir, killed_models, ray_temp)
     # The interrupted run is not resumed here, so it can grow small forests: it only has to finish a batch.
-    light = {"RSTACK_LEVEL0__NUM_TREES": "10", "RSTACK_LEVEL0__MAX_DEPTH": "4"}
-    interrupted = _spawn_train(synth_dir, interrupted_models, second_ray_temp, **light)
+    small = {"level0.num_trees": 10, "level0.max_depth": 4}
+    interrupted = _spawn_train(synth_dir, interrupted_models, second_ray_temp, small)
     # Every process each driver started (GCS, raylet, agents, workers, JVMs): Ray renames some of
     # them, so they are tracked as descendants rather than found by their command line.
     started: dict[int, list[psutil.Process]] = {}

@@ -26,6 +26,16 @@ from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT
 HOUR = 3_600_000
 
 
+def actor_repr_names() -> list[str]:
+    """What the dashboard's actor view names each actor by, read from Ray's GCS: ray.util.state would
+    need the dashboard, which the suite's runtime does not start."""
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    rows = state._connect_and_get_accessor().get_actor_table(None, None)
+    return [gcs_pb2.ActorTableData.FromString(row).repr_name for row in rows]
+
+
 @pytest.mark.parametrize(
     ("space", "match"),
     [
@@ -209,6 +219,8 @@ def test_a_study_scores_trials_before_the_test_segment_and_writes_a_config_train
     assert failed_row["status"] == "error" and "enough rows for the feature windows" in failed_row["error"]
     complete = [r for r in rows if r["status"] == "complete"]
     best = base_row
+    # Each trial's actor shows the trial's name in Ray's actor table (the dashboard's actor view).
+    assert {r["trial"] for r in rows} <= set(actor_repr_names())
     assert f"best: {best['trial']}" in result.output and f"--config {out / 'best.yaml'}" in result.output
 
     # best.yaml is a config rstack train takes: the base with the best trial's values.

@@ -5,31 +5,27 @@ on walk-forward folds 1..K-1 (``training/walkforward.py``): fold k uses only the
 ``(1 - f) ** (K - k)`` of the time range, so fold K-1 ends where the final test segment begins and
 no trial reads a test candle (fold K, the ordinary run, is never trained here). Its score is the
 mean Level-2 ROC-AUC over those folds, reported after each fold so ASHA can end a hopeless trial
-after its first folds. Trials run as Ray Tune function trainables that join the study's one Spark
-host (RayDP allows one Spark application per namespace); each run's Spark jobs go to FAIR pools
-named after the run, so concurrent trials share the executors fairly.
+after its first folds. Trials run as Ray Tune trainables (``tuning/trial.py``) that join the study's
+one Spark host (RayDP allows one Spark application per namespace); each run's Spark jobs go to FAIR
+pools named after the run, so concurrent trials share the executors fairly.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rstack.config import Config, build_config
+from rstack.config import Config
 from rstack.data.discover import discover
-from rstack.errors import ConfigError, RstackError, TrainingError
-from rstack.models.metrics import finite
-from rstack.training.driver import train
+from rstack.errors import ConfigError, RstackError
 from rstack.training.host import host_time_span
 from rstack.training.walkforward import validation_folds
 from rstack.tuning.results import METRIC, StudyTable
-from rstack.tuning.space import Param, base_values, covering_base, decode, draw_trials
+from rstack.tuning.space import Param, base_values, covering_base, draw_trials
 
 if TYPE_CHECKING:
     from rstack.cluster.runtime import Runtime
@@ -37,49 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rstack")
 
 SEARCHES = ("random", "optuna")
-
-
-def score_folds(
-    data_dir: Path,
-    models_dir: Path,
-    cfg: Config,
-    runtime: Runtime,
-    ends: list[float],
-    report: Callable[[int, float, list[float]], None],
-) -> list[float]:
-    """Train the stack on each validation fold (``split.until`` = ``ends``); ``report(k, auc, scores so
-    far)`` after each one. A plain function (the trainable below only wires it to Ray Tune)."""
-    scores: list[float] = []
-    for k, until in enumerate(ends, start=1):
-        result = train(data_dir, models_dir, cfg.replace({"split.until": until}), runtime)
-        auc = finite(result.manifest["metrics"]["level2"]["roc_auc"])
-        if auc is None:
-            raise TrainingError(
-                f"fold {k} (candles before {until:.3f} of the time range): Level-2 ROC-AUC is undefined, the "
-                "fold's test period holds one label class; use fewer --folds or more data"
-            )
-        scores.append(auc)
-        report(k, auc, scores)
-    return scores
-
-
-def rstack_trial(config: dict[str, Any], *, spec: dict[str, Any]) -> None:
-    """One trial inside Ray Tune (its name is what the dashboard shows for the trial actors)."""
-    from ray import tune
-
-    from rstack.cluster.runtime import Runtime
-
-    params = spec["draws"][config["index"]] if "draws" in spec else decode(spec["params"], config["params"])
-    cfg = build_config(spec["base"]).replace({**params, **spec["fixed"]})
-    name = tune.get_context().get_trial_name()
-    # Joins this Ray and the study's Spark host, stops neither; its host tasks show as trial_NNNNN:...
-    runtime = Runtime(cfg.runtime, task_prefix=name)
-    runtime.start()
-
-    def report(k: int, auc: float, scores: list[float]) -> None:
-        tune.report({"fold": k, "fold_auc": auc, METRIC: statistics.fmean(scores)})
-
-    score_folds(Path(spec["data_dir"]), Path(spec["out"]) / "trials" / name, cfg, runtime, spec["ends"], report)
 
 
 def check_study(out: Path, base: Config, *, trials: int, search: str, concurrency: int, folds: int) -> int:
@@ -157,6 +110,8 @@ def run_study(
     """Run the study on ``runtime`` (started, and sized for ``concurrency`` runs) and write ``out``."""
     from ray import tune
 
+    from rstack.tuning.trial import RstackTrial
+
     n_folds = check_study(out, base, trials=trials, search=search, concurrency=concurrency, folds=folds)
     runtime.start()  # the trials join its Ray and its Spark host by name
     data_dir, out = data_dir.resolve(), out.resolve()  # Tune runs each trial in a folder of its own
@@ -187,7 +142,7 @@ def run_study(
     asha = tune.schedulers.ASHAScheduler
     scheduler = asha(max_t=n_folds, grace_period=1, reduction_factor=2) if n_folds > 1 else None
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(rstack_trial, spec=spec), {"cpu": 0.01}),
+        tune.with_resources(tune.with_parameters(RstackTrial, spec=spec), {"cpu": 0.01}),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC,
