@@ -21,8 +21,9 @@ import pytest
 from rstack.config import LEARNERS, Config, Level0Config, load_config, result_config
 from rstack.errors import ConfigError
 from rstack.models.estimators import (
-    _sqrt_share,
     feature_importances,
+    feature_share,
+    features_per_split,
     level0_model,
     random_forest,
     with_probability,
@@ -91,11 +92,55 @@ def test_run_record_from_before_the_learner_key_still_matches() -> None:
 
 @pytest.mark.parametrize("n_features", [*range(1, 40), 100, 250])
 def test_xgboost_draws_as_many_features_per_split_as_spark(n_features: int) -> None:
-    # xgboost keeps max(1, int(float32(colsample_bynode) * n)); Spark's forest keeps ceil(sqrt(n)).
-    share = _sqrt_share(n_features, num_trees=100)
-    assert 0 < share <= 1
-    assert max(1, int(np.float32(share) * n_features)) == int(np.ceil(np.sqrt(n_features)))
-    assert _sqrt_share(n_features, num_trees=1) == 1.0  # a single tree uses all features, as Spark's does
+    # xgboost keeps max(1, int(float32(colsample_bynode) * n)); Spark's forest keeps ceil(sqrt(n)) for auto.
+    for strategy in ("auto", "sqrt", "log2", "onethird", "all", "0.5", "0.25", "3", "1"):
+        share = feature_share(n_features, 100, strategy)
+        assert 0 < share <= 1
+        drawn = max(1, int(np.float32(share) * n_features))
+        assert drawn == features_per_split(n_features, 100, strategy), strategy
+    assert features_per_split(n_features, 100, "auto") == int(np.ceil(np.sqrt(n_features)))
+    assert feature_share(n_features, 1) == 1.0  # a single tree uses all features, as Spark's does
+
+
+@pytest.mark.parametrize(
+    ("strategy", "count"),
+    # Spark's RandomForest rules for 25 features: sqrt 5, log2 5, onethird 9, a share is ceil(share * n),
+    # a whole number is capped at n.
+    [
+        *[("auto", 5), ("sqrt", 5), ("log2", 5), ("onethird", 9), ("all", 25)],
+        *[("0.5", 13), ("1.0", 25), ("7", 7), ("40", 25)],
+    ],
+)
+def test_features_per_split_follows_sparks_rules(strategy: str, count: int) -> None:
+    assert features_per_split(25, 100, strategy) == count
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("level0.min_instances_per_node", 0, r"level0.min_instances_per_node = 0 is invalid: .*>= 1"),
+        ("level1.min_instances_per_node", "many", r"level1.min_instances_per_node: expected an integer, got 'many'"),
+        ("level0.feature_subset_strategy", "half", r"level0.feature_subset_strategy = 'half' is invalid: use one of"),
+        ("level0.feature_subset_strategy", "0", r"level0.feature_subset_strategy = '0' is invalid: .*in \(0, 1\]"),
+        ("level1.feature_subset_strategy", "1.5", r"level1.feature_subset_strategy = '1.5' is invalid"),
+    ],
+)
+def test_bad_tree_options_name_key_value_and_fix(key: str, value: Any, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, {key: value}, environ={})
+
+
+def test_tree_options_read_from_yaml_and_env(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("level0:\n  feature_subset_strategy: 0.5\n  min_instances_per_node: 20\n")
+    environ = {"RSTACK_LEVEL1__FEATURE_SUBSET_STRATEGY": "onethird", "RSTACK_LEVEL1__MIN_INSTANCES_PER_NODE": "5"}
+    cfg = load_config(path, {}, environ=environ)
+    assert (cfg.level0.feature_subset_strategy, cfg.level0.min_instances_per_node) == ("0.5", 20)
+    assert (cfg.level1.feature_subset_strategy, cfg.level1.min_instances_per_node) == ("onethird", 5)
+    # A run recorded before these keys existed used their defaults, and still matches (resumes).
+    record = json.loads(json.dumps(Config().to_dict()))
+    del record["level0"]["min_instances_per_node"], record["level1"]["feature_subset_strategy"]
+    assert result_config(record) == result_config(Config())
 
 
 # --- Spark ---------------------------------------------------------------------------------------
@@ -156,7 +201,18 @@ def table(spark: Any) -> Any:
 @pytest.mark.parametrize(
     ("learner", "stage", "params"),
     [
-        ("random_forest", "RandomForestClassifier", {"numTrees": 20, "maxDepth": 5, "seed": 3, "cacheNodeIds": True}),
+        (
+            "random_forest",
+            "RandomForestClassifier",
+            {
+                "numTrees": 20,
+                "maxDepth": 5,
+                "seed": 3,
+                "cacheNodeIds": True,
+                "minInstancesPerNode": 8,
+                "featureSubsetStrategy": "onethird",
+            },
+        ),
         (
             "xgboost_rf",
             "SparkXGBClassifier",
@@ -166,7 +222,8 @@ def table(spark: Any) -> Any:
                 "max_depth": 5,
                 "learning_rate": 1.0,
                 "subsample": 0.632,
-                "colsample_bynode": 0.7,  # ceil(sqrt(5)) = 3 of 5 features per split
+                "colsample_bynode": 0.5,  # onethird: ceil(5 / 3) = 2 of 5 features per split
+                "min_child_weight": 2.0,  # 8 rows x a logistic hessian of at most 1/4
                 "tree_method": "hist",
                 "max_bin": 32,
                 "random_state": 3,
@@ -178,7 +235,8 @@ def table(spark: Any) -> Any:
     ],
 )
 def test_level0_model_builds_the_configured_learner(spark: Any, learner: str, stage: str, params: dict) -> None:
-    pipeline = level0_model(FEATURES, Level0Config(num_trees=20, max_depth=5, seed=3, learner=learner))
+    tree = {"min_instances_per_node": 8, "feature_subset_strategy": "onethird"}
+    pipeline = level0_model(FEATURES, Level0Config(num_trees=20, max_depth=5, seed=3, learner=learner, **tree))
     assembler, estimator = pipeline.getStages()
     assert assembler.getInputCols() == FEATURES and assembler.getOutputCol() == "features"
     assert type(estimator).__name__ == stage

@@ -23,7 +23,18 @@ import yaml
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
-from rstack.config.checks import DURATION, Invalid, is_duration, listed, not_bool, nullable, rule, source, translate
+from rstack.config.checks import (
+    DURATION,
+    Invalid,
+    is_duration,
+    is_feature_count,
+    listed,
+    not_bool,
+    nullable,
+    rule,
+    source,
+    translate,
+)
 from rstack.errors import ConfigError
 
 FeatureSet = Literal["seed", "extended", "scaled"]
@@ -47,8 +58,21 @@ Count = Annotated[Int, Field(ge=1)]
 Depth = Annotated[Int, Field(ge=1, le=30, description="Spark's limit")]
 Open01 = Annotated[float, Field(gt=0, lt=1)]
 Share = Annotated[float, Field(gt=0, le=1)]
+# A tree learner's features per split, as Spark names them: a rule (auto: sqrt for a forest, all for one
+# tree), a whole number of features or a share of them in (0, 1].
+FEATURE_RULES = ("auto", "all", "sqrt", "log2", "onethird")
 Duration = Annotated[str, rule(is_duration, "write a duration such as 4h or 7d")]
 Listed = BeforeValidator(listed)
+SubsetStrategy = Annotated[
+    str,
+    rule(
+        lambda v: v in FEATURE_RULES or is_feature_count(v),
+        f"use one of {', '.join(FEATURE_RULES)}, a whole number of features or a share in (0, 1] such as 0.5",
+    ),
+]
+# Rows each child of a split keeps at least (Spark's minInstancesPerNode): larger leaves average more
+# labels, which a noisy target such as next-bars volatility can use.
+MinLeaf = Annotated[Int, Field(ge=1, description="rows")]
 Nullable = BeforeValidator(nullable)
 
 
@@ -112,6 +136,8 @@ class Level0Config:
     max_retries: Annotated[Int, Field(ge=0, le=10)] = 2
     num_trees: Count = 100
     max_depth: Depth = 10
+    min_instances_per_node: MinLeaf = 1
+    feature_subset_strategy: SubsetStrategy = "auto"
     seed: Int = 42
     learner: Learner = "random_forest"
     # Refit each Level-0 model on L0-train..L2-fit after it scored the meta-levels' rows; the refit one
@@ -123,6 +149,8 @@ class Level0Config:
 class Level1Config:
     num_trees: Count = 50
     max_depth: Depth = 8
+    min_instances_per_node: MinLeaf = 1
+    feature_subset_strategy: SubsetStrategy = "auto"
     seed: Int = 42
     # Feature-weighted stacking: what Level 1 sees beside the Level-0 probabilities.
     context: Annotated[tuple[str, ...], Listed] = ("lrv_1d", "lrv_7d", "lseas_h", "tod_sin", "tod_cos")

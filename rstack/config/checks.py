@@ -58,6 +58,19 @@ def is_duration(text: str) -> bool:
     return DURATION.match(text.lower()) is not None
 
 
+def is_feature_count(text: str) -> bool:
+    """A whole number of features (>= 1) or a share of them in (0, 1], as Spark's featureSubsetStrategy
+    reads a value that is not one of its rules."""
+    try:
+        return int(text) >= 1
+    except ValueError:
+        pass
+    try:
+        return 0 < float(text) <= 1
+    except ValueError:
+        return False
+
+
 _EXPECTED = {
     **dict.fromkeys(("int_type", "int_parsing", "int_parsing_size", "int_from_float"), "an integer"),
     **dict.fromkeys(("float_type", "float_parsing"), "a number"),

@@ -32,6 +32,8 @@ def random_forest(inputs: list[str], cfg: Level0Config | Level1Config, *, cache_
         featuresCol="features",
         numTrees=cfg.num_trees,
         maxDepth=cfg.max_depth,
+        minInstancesPerNode=cfg.min_instances_per_node,
+        featureSubsetStrategy=cfg.feature_subset_strategy,
         seed=cfg.seed,
         cacheNodeIds=cache_node_ids,
     )
@@ -41,9 +43,12 @@ def random_forest(inputs: list[str], cfg: Level0Config | Level1Config, *, cache_
 def xgboost_rf(inputs: list[str], cfg: Level0Config) -> Pipeline:
     """xgboost's PySpark estimator grown as one random forest that mirrors ``random_forest``: one round of
     ``num_trees`` parallel trees (learning rate 1), each on a 63.2% row sample (a bootstrap's expected
-    share of distinct rows) and ceil(sqrt(n)) candidate features per split (Spark's choice for a forest
-    classifier), 32 histogram bins (Spark's maxBins). Trained as one barrier task; xgboost.spark runs it
-    on ``spark.task.cpus`` threads and does not let ``nthread`` be set."""
+    share of distinct rows), as many candidate features per split as Spark's forest draws for
+    ``feature_subset_strategy`` (ceil(sqrt(n)) for auto), 32 histogram bins (Spark's maxBins), and
+    children of at least ``min_instances_per_node`` rows: in its one round every row's logistic hessian is
+    p(1 - p) <= 1/4 of the base rate p, so a child weight of n/4 keeps n rows or more (exactly n at a
+    balanced label). Trained as one barrier task; xgboost.spark runs it on ``spark.task.cpus`` threads
+    and does not let ``nthread`` be set."""
     try:
         from xgboost.spark import SparkXGBClassifier
     except ImportError as exc:
@@ -61,7 +66,8 @@ def xgboost_rf(inputs: list[str], cfg: Level0Config) -> Pipeline:
         max_depth=cfg.max_depth,
         learning_rate=1.0,
         subsample=0.632,
-        colsample_bynode=_sqrt_share(len(inputs), cfg.num_trees),
+        colsample_bynode=feature_share(len(inputs), cfg.num_trees, cfg.feature_subset_strategy),
+        min_child_weight=cfg.min_instances_per_node / 4,
         tree_method="hist",
         max_bin=32,
         random_state=cfg.seed,
@@ -69,13 +75,32 @@ def xgboost_rf(inputs: list[str], cfg: Level0Config) -> Pipeline:
     return assembled(inputs, xgb)
 
 
-def _sqrt_share(n_features: int, num_trees: int) -> float:
-    """colsample_bynode that makes xgboost draw ceil(sqrt(n)) features per split, as Spark's "auto" does for
-    a forest classifier (all features for a single tree). xgboost takes floor(share * n) (in float32), so
-    the share aims half a feature above the count."""
-    if num_trees == 1 or n_features <= 1:
+def features_per_split(n_features: int, num_trees: int, strategy: str) -> int:
+    """How many features Spark's forest draws per split for ``featureSubsetStrategy`` (its rules, as in
+    Spark's RandomForest: auto is sqrt for a forest and all for a single tree)."""
+    if strategy == "auto":
+        strategy = "all" if num_trees == 1 else "sqrt"
+    counts = {
+        "all": n_features,
+        "sqrt": math.ceil(math.sqrt(n_features)),
+        "log2": max(1, math.ceil(math.log2(max(n_features, 1)))),
+        "onethird": math.ceil(n_features / 3),
+    }
+    if strategy in counts:
+        return counts[strategy]
+    try:
+        return min(int(strategy), n_features)
+    except ValueError:
+        return math.ceil(float(strategy) * n_features)
+
+
+def feature_share(n_features: int, num_trees: int, strategy: str = "auto") -> float:
+    """colsample_bynode that makes xgboost draw as many features per split as Spark's forest does. xgboost
+    takes floor(share * n) (in float32), so the share aims half a feature above the count."""
+    count = features_per_split(n_features, num_trees, strategy)
+    if count >= n_features or n_features <= 1:
         return 1.0
-    return min(1.0, (math.ceil(math.sqrt(n_features)) + 0.5) / n_features)
+    return min(1.0, (count + 0.5) / n_features)
 
 
 def level0_model(inputs: list[str], cfg: Level0Config) -> Pipeline:

@@ -32,8 +32,13 @@ DEFAULT_SPACE: dict[str, Any] = {
     "level0.num_trees": [50, 100, 150],
     "level0.max_depth": [6, 8, 10, 12],
     "level0.batch_size": [4, 10, 16],
+    # Regularization of the forests: larger leaves average more of a noisy label; fewer or more
+    # features per split change how often the few strong volatility features are on offer.
+    "level0.min_instances_per_node": [1, 5, 20, 50],
+    "level0.feature_subset_strategy": ["auto", "onethird", "0.5"],
     "level1.num_trees": [25, 50, 100],
     "level1.max_depth": [4, 6, 8],
+    "level1.min_instances_per_node": [1, 20, 100],
     "level2.reg_param": {"low": 1e-4, "high": 0.1, "log": True},
     "level2.elastic_net_param": {"low": 0.0, "high": 1.0},
 }
