@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -76,3 +77,24 @@ def test_walk_forward_cannot_resume_and_says_so_before_starting_ray(tmp_path: Pa
     assert "walk_forward (--walk-forward) makes K new runs; it cannot be combined with resume or run_id" in (
         result.output
     )
+
+
+def _help_texts(command: Any, path: str = "rstack") -> list[tuple[str, str]]:
+    """(where, text) for a command's own help and each of its options', through its subcommands."""
+    texts = [(path, command.help or "")] + [
+        (f"{path} {p.name}", getattr(p, "help", None) or "") for p in command.params
+    ]
+    for name, sub in getattr(command, "commands", {}).items():
+        texts += _help_texts(sub, f"{path} {name}")
+    return texts
+
+
+def test_every_help_text_shows_as_written() -> None:
+    # Typer renders help with Rich markup, which swallows a bracketed word such as "[choices]" whole.
+    from rich.text import Text
+    from typer.main import get_command
+
+    texts = _help_texts(get_command(app))
+    assert len(texts) > 50
+    lost = [(where, text) for where, text in texts if Text.from_markup(text).plain != text]
+    assert not lost, lost

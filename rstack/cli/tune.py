@@ -30,7 +30,9 @@ def tune(
     ] = 3,
     space: Annotated[
         Path | None,
-        typer.Option(help="YAML search space (key: [choices] or {low, high, log}); default: rstack's built-in one."),
+        typer.Option(
+            help="YAML search space: each key a list of choices or {low, high, log}; default: rstack's built-in one."
+        ),
     ] = None,
     mlflow: Annotated[
         str | None, typer.Option(help="MLflow tracking URI: log the study, each trial a child run.", show_default=False)
