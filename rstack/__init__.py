@@ -109,13 +109,14 @@ def tune(
     ``rstack.tuning.space.DEFAULT_SPACE``). With ``config.tracking.uri`` the study is logged to MLflow,
     each trial as a child run."""
     from rstack.cluster.runtime import Runtime
-    from rstack.tuning.space import load_space
+    from rstack.tuning.space import check_trials, load_space
     from rstack.tuning.study import check_study, run_study
 
     cfg = config if config is not None else load_config()
     # Checked before Ray starts: the options, the folds and every value of the search space.
     check_study(Path(out), cfg, trials=trials, search=search, concurrency=concurrency, folds=folds)
     params = load_space(Path(space) if space is not None else None, cfg)
+    check_trials(params, trials, cfg)
     if cfg.tracking.uri is not None:
         from rstack.reporting.tracking import check_tracking
 

@@ -19,7 +19,15 @@ from rstack.config import Config, load_config
 from rstack.data.discover import TimeSpan, discover, time_span
 from rstack.errors import ConfigError
 from rstack.features.segments import compute_cutoffs
-from rstack.tuning.space import DEFAULT_SPACE, decode, default_space, draw_trials, parse_space
+from rstack.tuning.space import (
+    DEFAULT_SPACE,
+    base_values,
+    check_trials,
+    decode,
+    default_space,
+    draw_trials,
+    parse_space,
+)
 from rstack.tuning.study import TrialNames, optuna_search, validation_folds
 from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT
 
@@ -87,8 +95,25 @@ def test_the_default_space_is_valid_and_the_same_seed_draws_the_same_trials(feat
 )
 def test_a_range_is_whole_numbers_only_for_an_integer_key(key: str, low: float, high: float, integer: bool) -> None:
     (param,) = parse_space({key: {"low": low, "high": high}}, Config())
-    draws = [d[key] for d in draw_trials([param], 20, 0)]
+    draws = [d[key] for d in draw_trials([param], 9, 0)]  # 4..12 holds nine whole numbers
     assert all(isinstance(v, int) for v in draws) is integer and all(low <= v <= high for v in draws)
+
+
+def test_random_draws_are_distinct_and_never_the_base() -> None:
+    # A trial spent on a config already scored tells nothing: seed 0 drew one twice in a real study.
+    base = Config()
+    params = parse_space({"level0.min_instances_per_node": [1, 5, 20], "level1.min_instances_per_node": [1, 20]}, base)
+    reference = base_values(base, params)
+    draws = draw_trials(params, 5, 0, taken=[reference])
+    assert len({tuple(sorted(d.items())) for d in draws}) == 5 and reference not in draws
+    assert draws == draw_trials(params, 5, 0, taken=[reference])
+    check_trials(params, 6, base)  # the base and the 5 others: the whole space
+    match = r"--trials 7: the search space holds only 5 configs besides the base config's; use --trials 6 or fewer"
+    with pytest.raises(ConfigError, match=match):
+        check_trials(params, 7, base)
+    # A space that does not hold the base has one more config to offer; a real-valued range, no end of them.
+    check_trials(parse_space({"level0.min_instances_per_node": [5, 20]}, base), 3, base)
+    check_trials(parse_space({"level2.reg_param": {"low": 0.001, "high": 0.1}}, base), 100, base)
 
 
 def test_trials_are_numbered_in_the_order_tune_creates_them() -> None:

@@ -149,10 +149,59 @@ def load_space(path: Path | None, base: Config) -> list[Param]:
     return parse_space(raw, base, f"search space {path}")
 
 
-def draw_trials(params: list[Param], count: int, seed: int) -> list[dict[str, Any]]:
-    """``count`` configs drawn at random; the same seed draws the same trials, in the same order."""
+def _point(draw: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(draw.items()))
+
+
+def space_size(params: list[Param]) -> int | None:
+    """How many distinct configs the space holds; None when a real-valued range makes it unbounded."""
+    size = 1
+    for p in params:
+        if p.choices:
+            size *= len(set(p.choices))
+        elif p.integer:
+            size *= int(p.high) - int(p.low) + 1
+        else:
+            return None
+    return size
+
+
+def check_trials(params: list[Param], trials: int, base: Config) -> None:
+    """Refuse more trials than the space has configs to try, before Ray starts (trial 0 is the base)."""
+    size = space_size(params)
+    if size is None:
+        return
+    others = size - (1 if _holds(params, base_values(base, params)) else 0)
+    if trials - 1 > others:
+        raise ConfigError(
+            f"--trials {trials}: the search space holds only {others} configs besides the base config's; "
+            f"use --trials {others + 1} or fewer, or widen the space"
+        )
+
+
+def _holds(params: list[Param], point: Mapping[str, Any]) -> bool:
+    """Whether every value of ``point`` is one of its key's choices or inside its range."""
+    return all(p.index_of(point[p.key]) is not None if p.choices else p.low <= point[p.key] <= p.high for p in params)
+
+
+def draw_trials(
+    params: list[Param], count: int, seed: int, taken: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """``count`` distinct configs drawn at random, none of them one of ``taken`` (the base config's):
+    a trial spent on a config already scored tells nothing. The same seed draws the same trials."""
     rng = random.Random(seed)
-    return [{p.key: p.draw(rng) for p in params} for _ in range(count)]
+    seen = {_point(t) for t in taken or []}
+    draws: list[dict[str, Any]] = []
+    for _ in range(count):
+        for _attempt in range(10_000):
+            draw = {p.key: p.draw(rng) for p in params}
+            if _point(draw) not in seen:
+                break
+        else:
+            raise ConfigError(f"the search space ran out of new configs after {len(draws)} draws; ask fewer --trials")
+        seen.add(_point(draw))
+        draws.append(draw)
+    return draws
 
 
 def base_values(base: Config, params: list[Param]) -> dict[str, Any]:

@@ -132,7 +132,7 @@ def run_study(
     reference = base_values(base, params)
     table = StudyTable(out, params, n_folds, search, seed)
     if search == "random":
-        spec["draws"] = [reference, *draw_trials(params, trials - 1, seed)]
+        spec["draws"] = [reference, *draw_trials(params, trials - 1, seed, taken=[reference])]
         space: dict[str, Any] = {"index": tune.grid_search(list(range(trials)))}
         searcher = None
     else:
