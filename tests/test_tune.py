@@ -242,6 +242,8 @@ def test_a_study_scores_trials_before_the_test_segment_and_writes_a_config_train
     # The drawn trial failed in its first fold, is recorded with the cause, and the study went on.
     assert float(failed_row["level2.reg_param"]) == pytest.approx(draw["level2.reg_param"])
     assert failed_row["status"] == "error" and "enough rows for the feature windows" in failed_row["error"]
+    # Its time is the wall time it ran, though it never reported a fold.
+    assert float(failed_row["seconds"]) > 0 and float(base_row["seconds"]) > float(failed_row["seconds"])
     complete = [r for r in rows if r["status"] == "complete"]
     best = base_row
     # Each trial's actor shows the trial's name in Ray's actor table (the dashboard's actor view).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,10 @@ class StudyTable:
         class _Record(tune.Callback):
             def __init__(self) -> None:
                 self.scores: dict[str, list[float]] = {}
+                self.started: dict[str, float] = {}
+
+            def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self.started.setdefault(trial.trial_id, time.monotonic())
 
             def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
                 self.scores.setdefault(trial.trial_id, []).append(float(result["fold_auc"]))
@@ -101,7 +106,9 @@ class StudyTable:
                     params = draws[trial.config["index"]]
                 else:
                     params = decode(searched or table.params, trial.config["params"])
-                seconds = float((trial.last_result or {}).get("time_total_s", 0.0))
+                # Wall time from the trial's start: a trial that fails before its first fold reports no
+                # result (Tune's time_total_s would say 0), and one that fails in a later fold ran longer.
+                seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
                 table.record(str(trial), params, self.scores.get(trial.trial_id, []), seconds, error)
 
             def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
