@@ -123,6 +123,11 @@ def test_features_per_split_follows_sparks_rules(strategy: str, count: int) -> N
         ("level0.feature_subset_strategy", "half", r"level0.feature_subset_strategy = 'half' is invalid: use one of"),
         ("level0.feature_subset_strategy", "0", r"level0.feature_subset_strategy = '0' is invalid: .*in \(0, 1\]"),
         ("level1.feature_subset_strategy", "1.5", r"level1.feature_subset_strategy = '1.5' is invalid"),
+        # Python's int() and float() read these; Spark's parsing refuses them at fit time, after Ray started.
+        *[
+            ("level0.feature_subset_strategy", v, r"is invalid: use one of")
+            for v in ("1_0", " 7", "4294967296", "1e-1")
+        ],
     ],
 )
 def test_bad_tree_options_name_key_value_and_fix(key: str, value: Any, match: str) -> None:
@@ -241,6 +246,13 @@ def test_level0_model_builds_the_configured_learner(spark: Any, learner: str, st
     assert assembler.getInputCols() == FEATURES and assembler.getOutputCol() == "features"
     assert type(estimator).__name__ == stage
     assert {k: estimator.getOrDefault(k) for k in params} == params
+
+
+@pytest.mark.parametrize(("rows", "weight"), [(1, 1.0), (4, 1.0), (20, 5.0)])
+def test_xgboost_rf_minimum_child_weight(spark: Any, rows: int, weight: float) -> None:
+    # xgboost's own 1 stays the floor: the default of 1 row grows the forest xgboost_rf grew before the key.
+    cfg = Level0Config(learner="xgboost_rf", min_instances_per_node=rows)
+    assert xgboost_rf(FEATURES, cfg).getStages()[1].getOrDefault("min_child_weight") == weight
 
 
 @pytest.mark.parametrize("learner", LEARNERS)

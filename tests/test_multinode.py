@@ -17,25 +17,23 @@ from typer.testing import CliRunner
 
 from rstack.cli.app import app
 from rstack.cluster.devcluster import LocalCluster
-from tests.conftest import LIGHT_SHUFFLE_PARTITIONS, ROOT
+from tests.conftest import ROOT, light_env
 
 pytestmark = pytest.mark.slow
 
-JOB_ENV = {
-    # Two 1-core executors spread over the two nodes; small memory for a 2-core CI machine.
-    "RSTACK_RUNTIME__NUM_EXECUTORS": "2",
-    "RSTACK_RUNTIME__EXECUTOR_CORES": "1",
-    "RSTACK_RUNTIME__EXECUTOR_MEMORY": "1g",
-    "RSTACK_RUNTIME__DRIVER_MEMORY": "1g",
-    "RSTACK_RUNTIME__SHUFFLE_PARTITIONS": str(LIGHT_SHUFFLE_PARTITIONS),
-    "RSTACK_RUNTIME__PLACEMENT_STRATEGY": "SPREAD",
-    "RSTACK_LEVEL0__BATCH_SIZE": "3",
-    "RSTACK_EVAL__BASELINES": "",
-    # Where the work runs is the question here, not how well: small forests keep the test short.
-    "RSTACK_LEVEL0__NUM_TREES": "20",
-    "RSTACK_LEVEL0__MAX_DEPTH": "5",
-    "RSTACK_LEVEL1__NUM_TREES": "10",
-}
+JOB_ENV = light_env(
+    **{
+        # Two 1-core executors spread over the two nodes; the dashboard's state API is what the test reads.
+        "runtime.dashboard": True,
+        "runtime.num_executors": 2,
+        "runtime.executor_cores": 1,
+        "runtime.placement_strategy": "SPREAD",
+        # Where the work runs is the question here, not how well: small forests keep the test short.
+        "level0.num_trees": 20,
+        "level0.max_depth": 5,
+        "level1.num_trees": 10,
+    }
+)
 
 
 def state(cluster: LocalCluster, kind: str, **filters: str) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from rstack.tuning.space import (
     parse_space,
 )
 from rstack.tuning.study import TrialNames, optuna_search, validation_folds
-from tests.conftest import LIGHT_DEPTH, LIGHT_TREES, ROOT
+from tests.conftest import LIGHT_TREES, ROOT, light_yaml
 
 HOUR = 3_600_000
 
@@ -99,6 +99,16 @@ def test_a_range_is_whole_numbers_only_for_an_integer_key(key: str, low: float, 
     assert all(isinstance(v, int) for v in draws) is integer and all(low <= v <= high for v in draws)
 
 
+def test_choices_are_read_as_the_config_reads_them() -> None:
+    # YAML's 0.5 is the text "0.5" for a text key, 1.0 the whole number 1 for an integer one: the base's
+    # own value is found among the choices, and two spellings of one value are one choice.
+    base = Config().replace({"level0.feature_subset_strategy": "0.5"})
+    raw = {"level0.feature_subset_strategy": ["auto", 0.5, 1, 1.0], "level0.min_instances_per_node": [1, 1.0, 20]}
+    subset, leaf = parse_space(raw, base)
+    assert subset.choices == ("auto", "0.5", "1", "1.0") and subset.index_of("0.5") == 1
+    assert leaf.choices == (1, 20)
+
+
 def test_random_draws_are_distinct_and_never_the_base() -> None:
     # A trial spent on a config already scored tells nothing: seed 0 drew one twice in a real study.
     base = Config()
@@ -111,6 +121,8 @@ def test_random_draws_are_distinct_and_never_the_base() -> None:
     match = r"--trials 7: the search space holds only 5 configs besides the base config's; use --trials 6 or fewer"
     with pytest.raises(ConfigError, match=match):
         check_trials(params, 7, base)
+    # Every untried config of a finite space can be drawn: sampled, not drawn until a new one turns up.
+    assert len(draw_trials(params, 5, 1, taken=[reference])) == 5
     # A space that does not hold the base has one more config to offer; a real-valued range, no end of them.
     check_trials(parse_space({"level0.min_instances_per_node": [5, 20]}, base), 3, base)
     check_trials(parse_space({"level2.reg_param": {"low": 0.001, "high": 0.1}}, base), 100, base)
@@ -215,10 +227,7 @@ def test_a_study_scores_trials_before_the_test_segment_and_writes_a_config_train
     from mlflow import MlflowClient
 
     base = tmp_path / "base.yaml"
-    base.write_text(
-        f"level0:\n  batch_size: 3\n  concurrency: 1\n  num_trees: {LIGHT_TREES // 2}\n  max_depth: {LIGHT_DEPTH}\n"
-        "runtime:\n  dashboard: false\n  executor_memory: 1g\n  driver_memory: 1g\n"
-    )
+    base.write_text(light_yaml(**{"level0.concurrency": 1, "level0.num_trees": LIGHT_TREES // 2}))
     # One drawn trial, whose seasonal profile needs more days than the data has: training refuses it.
     space = {"features.seasonal_days": [100], "level2.reg_param": {"low": 0.001, "high": 0.1, "log": True}}
     (tmp_path / "space.yaml").write_text(json.dumps(space))

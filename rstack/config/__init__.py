@@ -13,28 +13,17 @@ import dataclasses
 import importlib.util
 import json
 import os
-import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
-from rstack.config.checks import (
-    DURATION,
-    Invalid,
-    is_duration,
-    is_feature_count,
-    listed,
-    not_bool,
-    nullable,
-    rule,
-    source,
-    translate,
-)
+from rstack.config import types as t
+from rstack.config.checks import DURATION, Invalid, rule, source, translate
 from rstack.errors import ConfigError
 
 FeatureSet = Literal["seed", "extended", "scaled"]
@@ -53,50 +42,24 @@ ENV_PREFIX = "RSTACK_"
 SECTION = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
 _UNIT_MS = {"m": 60_000, "min": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
-Int = Annotated[int, BeforeValidator(not_bool)]
-Count = Annotated[Int, Field(ge=1)]
-Depth = Annotated[Int, Field(ge=1, le=30, description="Spark's limit")]
-Open01 = Annotated[float, Field(gt=0, lt=1)]
-Share = Annotated[float, Field(gt=0, le=1)]
-# A tree learner's features per split, as Spark names them: a rule (auto: sqrt for a forest, all for one
-# tree), a whole number of features or a share of them in (0, 1].
-FEATURE_RULES = ("auto", "all", "sqrt", "log2", "onethird")
-Duration = Annotated[str, rule(is_duration, "write a duration such as 4h or 7d")]
-Listed = BeforeValidator(listed)
-SubsetStrategy = Annotated[
-    str,
-    rule(
-        lambda v: v in FEATURE_RULES or is_feature_count(v),
-        f"use one of {', '.join(FEATURE_RULES)}, a whole number of features or a share in (0, 1] such as 0.5",
-    ),
-]
-# Rows each child of a split keeps at least (Spark's minInstancesPerNode): larger leaves average more
-# labels, which a noisy target such as next-bars volatility can use.
-MinLeaf = Annotated[Int, Field(ge=1, description="rows")]
-Nullable = BeforeValidator(nullable)
-
 
 @dataclass(frozen=True, config=SECTION)
 class FeatureConfig:
     # scaled: volatility in units of each symbol's own scale, HAR windows, seasonality (features/vol.py)
     feature_set: FeatureSet = "scaled"
-    rv_windows: Annotated[
-        tuple[Int, ...],
-        Listed,
-        rule(lambda w: len(w) >= 2 and min(w) >= 2, "give at least two windows, each >= 2 bars"),
-    ] = (5, 10, 20, 50)
-    volume_z_window: Annotated[Int, Field(ge=2, description="bars")] = 20
+    rv_windows: t.BarWindows = (5, 10, 20, 50)
+    volume_z_window: Annotated[t.Int, Field(ge=2, description="bars")] = 20
     # Largest step between candles, in bars, a window may span; a wider gap restarts every window.
-    max_gap_bars: Annotated[Int, Field(ge=1, description="1 = windows never span a missing candle")] = 1
+    max_gap_bars: Annotated[t.Int, Field(ge=1, description="1 = windows never span a missing candle")] = 1
     # Windows of the scaled set, defined in time so they follow the candle interval: the label
     # horizon, these in-between ones, a day and a week (HAR's three are horizon, day, week).
-    mid_windows: Annotated[tuple[Duration, ...], Listed] = ("4h", "3d")
-    day: Duration = "1d"
-    week: Duration = "7d"
+    mid_windows: Annotated[tuple[t.Duration, ...], t.Listed] = ("4h", "3d")
+    day: t.Duration = "1d"
+    week: t.Duration = "7d"
     # The intraday seasonal profile averages the same time of day over this many previous days.
-    seasonal_days: Annotated[Int, Field(ge=1, description="days")] = 7
+    seasonal_days: Annotated[t.Int, Field(ge=1, description="days")] = 7
     # A long window is defined when this share of its candles is present (a missing one is a hole).
-    min_fill: Share = 0.8
+    min_fill: t.Share = 0.8
 
     @model_validator(mode="after")
     def _week_after_day(self) -> FeatureConfig:
@@ -107,8 +70,8 @@ class FeatureConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class LabelConfig:
-    horizon: Annotated[Int, Field(ge=1, description="bars")] = 5
-    label_quantile: Open01 = 0.5
+    horizon: Annotated[t.Int, Field(ge=1, description="bars")] = 5
+    label_quantile: t.Open01 = 0.5
 
 
 @dataclass(frozen=True, config=SECTION)
@@ -116,29 +79,29 @@ class SplitConfig:
     # L0-train, L1-fit, L2-fit, test: consecutive in time, one global cutoff set.
     fractions: Annotated[
         tuple[float, float, float, float],
-        Listed,
+        t.Listed,
         rule(
             lambda f: min(f) > 0 and abs(sum(f) - 1.0) < 1e-9,
             "give four positive fractions (L0-train, L1-fit, L2-fit, test) that sum to 1",
         ),
     ] = (0.7, 0.1, 0.1, 0.1)
-    embargo: Annotated[Int, Field(ge=0, description="bars")] = 0
-    min_train_rows: Count = 100
+    embargo: Annotated[t.Int, Field(ge=0, description="bars")] = 0
+    min_train_rows: t.Count = 100
     # Only candles before this fraction of the time range, cut before any feature (walk-forward sets it).
-    until: Share = 1.0
+    until: t.Share = 1.0
 
 
 @dataclass(frozen=True, config=SECTION)
 class Level0Config:
-    batch_size: Count = 10
-    concurrency: Count = 2
+    batch_size: t.Count = 10
+    concurrency: t.Count = 2
     # Attempts after the first for a failed batch (task error, lost Spark host or executor).
-    max_retries: Annotated[Int, Field(ge=0, le=10)] = 2
-    num_trees: Count = 100
-    max_depth: Depth = 10
-    min_instances_per_node: MinLeaf = 1
-    feature_subset_strategy: SubsetStrategy = "auto"
-    seed: Int = 42
+    max_retries: Annotated[t.Int, Field(ge=0, le=10)] = 2
+    num_trees: t.Count = 100
+    max_depth: t.Depth = 10
+    min_instances_per_node: t.MinLeaf = 1
+    feature_subset_strategy: t.SubsetStrategy = "auto"
+    seed: t.Int = 42
     learner: Learner = "random_forest"
     # Refit each Level-0 model on L0-train..L2-fit after it scored the meta-levels' rows; the refit one
     # scores test and serves, so Level 0 is not 20 % of the history older than the baselines.
@@ -147,18 +110,18 @@ class Level0Config:
 
 @dataclass(frozen=True, config=SECTION)
 class Level1Config:
-    num_trees: Count = 50
-    max_depth: Depth = 8
-    min_instances_per_node: MinLeaf = 1
-    feature_subset_strategy: SubsetStrategy = "auto"
-    seed: Int = 42
+    num_trees: t.Count = 50
+    max_depth: t.Depth = 8
+    min_instances_per_node: t.MinLeaf = 1
+    feature_subset_strategy: t.SubsetStrategy = "auto"
+    seed: t.Int = 42
     # Feature-weighted stacking: what Level 1 sees beside the Level-0 probabilities.
-    context: Annotated[tuple[str, ...], Listed] = ("lrv_1d", "lrv_7d", "lseas_h", "tod_sin", "tod_cos")
+    context: Annotated[tuple[str, ...], t.Listed] = ("lrv_1d", "lrv_7d", "lseas_h", "tod_sin", "tod_cos")
 
 
 @dataclass(frozen=True, config=SECTION)
 class Level2Config:
-    max_iter: Count = 100
+    max_iter: t.Count = 100
     reg_param: Annotated[float, Field(ge=0)] = 0.01
     elastic_net_param: Annotated[float, Field(ge=0, le=1)] = 0.5
     # Skip connections: Level 2 also sees every Level-0 probability, not only a monotone map of Level 1.
@@ -167,37 +130,31 @@ class Level2Config:
 
 @dataclass(frozen=True, config=SECTION)
 class EvalConfig:
-    threshold: Open01 = 0.5
+    threshold: t.Open01 = 0.5
     # Baselines beside the stack, scored on test: gbt (GBTClassifier on L0-train..L2-fit), har_logit
     # (logistic regression on HAR's scaled log realized volatilities) and, opt-in, single_rf (one forest
     # like Level 0's on all symbols' L0-train rows: as many rows as all of Level 0, doubling the run).
-    baselines: Annotated[tuple[Baseline, ...], Listed] = ("gbt", "har_logit")
+    baselines: Annotated[tuple[Baseline, ...], t.Listed] = ("gbt", "har_logit")
 
 
 @dataclass(frozen=True, config=SECTION)
 class RuntimeConfig:
-    address: Annotated[str | None, Nullable] = None
-    num_cpus: Annotated[Int | None, Nullable] = None
-    num_executors: Count = 1
-    executor_cores: Count = 2
+    address: Annotated[str | None, t.Nullable] = None
+    num_cpus: Annotated[t.Int | None, t.Nullable] = None
+    num_executors: t.Count = 1
+    executor_cores: t.Count = 2
     # 1g each runs binance-5m at batch size 10 (docs/benchmarks.md); an executor's heap fills, so costs.
     executor_memory: str = "1g"
     driver_memory: str = "1g"
-    shuffle_partitions: Count = 4
+    shuffle_partitions: t.Count = 4
     dashboard: bool = True
     dashboard_host: str = "127.0.0.1"
-    dashboard_port: Int = 8265
-    ray_temp_dir: Annotated[str | None, Nullable] = None
+    dashboard_port: t.Int = 8265
+    ray_temp_dir: Annotated[str | None, t.Nullable] = None
     # The Spark driver's and UI's address: 127.0.0.1 (all nodes here) or auto (executors on other hosts).
-    spark_bind_address: Annotated[
-        str,
-        rule(
-            lambda a: a == "auto" or re.fullmatch(r"[0-9A-Za-z.:-]+", a) is not None,
-            "use an IP address or host name (127.0.0.1 keeps Spark local) or auto",
-        ),
-    ] = "127.0.0.1"
+    spark_bind_address: t.BindAddress = "127.0.0.1"
     # The executors' placement group strategy (SPREAD: many nodes, PACK: few); null: Ray places each.
-    placement_strategy: Annotated[Placement | None, Nullable] = None
+    placement_strategy: Annotated[Placement | None, t.Nullable] = None
 
     @model_validator(mode="after")
     def _cpus_for_ray(self) -> RuntimeConfig:
@@ -209,9 +166,9 @@ class RuntimeConfig:
 
 @dataclass(frozen=True, config=SECTION)
 class TrackingConfig:
-    uri: Annotated[str | None, Nullable] = None  # MLflow (http://..., file:..., sqlite:...); null: off
+    uri: Annotated[str | None, t.Nullable] = None  # MLflow (http://..., file:..., sqlite:...); null: off
     experiment: str = "rstack"
-    register: Annotated[str | None, Nullable] = None  # a model name: each run its next version
+    register: Annotated[str | None, t.Nullable] = None  # a model name: each run its next version
 
     @model_validator(mode="after")
     def _register_needs_uri(self) -> TrackingConfig:
@@ -220,6 +177,13 @@ class TrackingConfig:
         return self
 
 
+# What a run recorded before these keys existed used (Spark's own forest defaults), where that is not
+# the key's default now.
+BEFORE_KEY: dict[str, Any] = {
+    f"{level}.{key}": value
+    for level in ("level0", "level1")
+    for key, value in (("min_instances_per_node", 1), ("feature_subset_strategy", "auto"))
+}
 # Keys that change how a run executes but not what it computes: a run may be resumed with others.
 EXECUTION_ONLY = ("runtime", "tracking", "level0.concurrency", "level0.max_retries")
 
@@ -335,9 +299,12 @@ def load_config(
 def result_config(cfg: Config | Mapping[str, Any]) -> dict[str, Any]:
     """The part of a config that decides a run's results (what a resumed run must share)."""
     # Through JSON, so a config read back from a run record (lists) equals a live one (tuples). A
-    # record written before a key existed gets that key's default (e.g. level0.learner: random_forest,
-    # which is what such a run used), so it still resumes and compares equal.
-    raw = cfg.to_dict() if isinstance(cfg, Config) else _nest({**_flatten(Config().to_dict()), **_flatten(cfg)}, {})
+    # record written before a key existed gets the value such a run used: the key's default, or
+    # BEFORE_KEY where the default has changed since; so it resumes only with what it was fitted with.
+    if isinstance(cfg, Config):
+        raw = cfg.to_dict()
+    else:
+        raw = _nest({**_flatten(Config().to_dict()), **BEFORE_KEY, **_flatten(cfg)}, {})
     out = json.loads(json.dumps(raw))
     for key in EXECUTION_ONLY:
         section, _, name = key.partition(".")

@@ -59,16 +59,12 @@ def is_duration(text: str) -> bool:
 
 
 def is_feature_count(text: str) -> bool:
-    """A whole number of features (>= 1) or a share of them in (0, 1], as Spark's featureSubsetStrategy
-    reads a value that is not one of its rules."""
-    try:
-        return int(text) >= 1
-    except ValueError:
-        pass
-    try:
-        return 0 < float(text) <= 1
-    except ValueError:
-        return False
+    """A whole number of features (1 to 2^31 - 1) or a share of them in (0, 1] written with a point, as
+    Spark's featureSubsetStrategy reads a value that is not one of its rules (an int first, then a
+    double); digits only, so nothing passes here that Spark would refuse at fit time."""
+    if re.fullmatch(r"[0-9]+", text):
+        return 1 <= int(text) < 2**31
+    return re.fullmatch(r"[0-9]*\.[0-9]+|[0-9]+\.[0-9]*", text) is not None and 0 < float(text) <= 1
 
 
 _EXPECTED = {

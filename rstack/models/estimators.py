@@ -46,9 +46,10 @@ def xgboost_rf(inputs: list[str], cfg: Level0Config) -> Pipeline:
     share of distinct rows), as many candidate features per split as Spark's forest draws for
     ``feature_subset_strategy`` (ceil(sqrt(n)) for auto), 32 histogram bins (Spark's maxBins), and
     children of at least ``min_instances_per_node`` rows: in its one round every row's logistic hessian is
-    p(1 - p) <= 1/4 of the base rate p, so a child weight of n/4 keeps n rows or more (exactly n at a
-    balanced label). Trained as one barrier task; xgboost.spark runs it on ``spark.task.cpus`` threads
-    and does not let ``nthread`` be set."""
+    b(1 - b) <= 1/4 at the fitted base rate b, so a child weight of n/4 keeps n rows or more (exactly n
+    at a balanced label). xgboost's own minimum weight, 1 (about 4 rows), stays the floor, so a run with
+    the default of 1 row grows the forest it grew before the key existed. Trained as one barrier task;
+    xgboost.spark runs it on ``spark.task.cpus`` threads and does not let ``nthread`` be set."""
     try:
         from xgboost.spark import SparkXGBClassifier
     except ImportError as exc:
@@ -67,7 +68,7 @@ def xgboost_rf(inputs: list[str], cfg: Level0Config) -> Pipeline:
         learning_rate=1.0,
         subsample=0.632,
         colsample_bynode=feature_share(len(inputs), cfg.num_trees, cfg.feature_subset_strategy),
-        min_child_weight=cfg.min_instances_per_node / 4,
+        min_child_weight=max(1.0, cfg.min_instances_per_node / 4),
         tree_method="hist",
         max_bin=32,
         random_state=cfg.seed,

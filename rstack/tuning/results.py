@@ -108,7 +108,8 @@ class StudyTable:
                     params = decode(searched or table.params, trial.config["params"])
                 # Wall time from the trial's start: a trial that fails before its first fold reports no
                 # result (Tune's time_total_s would say 0), and one that fails in a later fold ran longer.
-                seconds = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+                started = self.started.get(trial.trial_id)
+                seconds = time.monotonic() - started if started is not None else 0.0
                 table.record(str(trial), params, self.scores.get(trial.trial_id, []), seconds, error)
 
             def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

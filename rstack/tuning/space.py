@@ -8,6 +8,7 @@ config, so every trial predicts the same target on the same segments.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from collections.abc import Mapping
@@ -129,12 +130,20 @@ def parse_space(raw: Mapping[str, Any], base: Config, where: str = "the search s
                 f"{where}: {key}: {spec!r} is neither a list of choices nor a range; write [a, b, ...] "
                 "or {low: 0.001, high: 0.1, log: true}"
             )
+        if param.choices:  # as the config reads each (YAML's 0.5 is the text "0.5" for a text key), so
+            # that the base's own value is found among them and two spellings of one value are one choice
+            param = replace(param, choices=tuple(dict.fromkeys(_as_read(base, str(key), c) for c in param.choices)))
         # Both ends of a range, every choice: a value a run would refuse fails here, not in trial 7.
         for value in param.choices or (param.draw(random.Random(0)), param.low, param.high):
             value = round(value) if param.integer and not param.choices else value
             check_context(base.replace({key: value}))
         params.append(param)
     return params
+
+
+def _as_read(base: Config, key: str, value: Any) -> Any:
+    section, _, field = key.partition(".")
+    return getattr(getattr(base.replace({key: value}), section), field)
 
 
 def load_space(path: Path | None, base: Config) -> list[Param]:
@@ -191,6 +200,14 @@ def draw_trials(
     a trial spent on a config already scored tells nothing. The same seed draws the same trials."""
     rng = random.Random(seed)
     seen = {_point(t) for t in taken or []}
+    size = space_size(params)
+    if size is not None and size <= 100_000:  # a finite space: sample its untried configs, never stall
+        values = [p.choices or tuple(range(int(p.low), int(p.high) + 1)) for p in params]
+        points = [dict(zip((p.key for p in params), v, strict=True)) for v in itertools.product(*values)]
+        untried = [d for d in points if _point(d) not in seen]
+        if count > len(untried):
+            raise ConfigError(f"the search space holds {len(untried)} untried configs; ask at most that many trials")
+        return rng.sample(untried, count)
     draws: list[dict[str, Any]] = []
     for _ in range(count):
         for _attempt in range(10_000):
@@ -198,7 +215,7 @@ def draw_trials(
             if _point(draw) not in seen:
                 break
         else:
-            raise ConfigError(f"the search space ran out of new configs after {len(draws)} draws; ask fewer --trials")
+            raise ConfigError(f"the search space ran out of new configs after {len(draws)} draws; ask fewer trials")
         seen.add(_point(draw))
         draws.append(draw)
     return draws

@@ -1,9 +1,9 @@
 """One ``rstack tune`` trial: the base config with its drawn keys, trained fold by fold on the study's
 Spark host. Imported only when a study runs (it needs Ray Tune at import: the trainable's base class).
 
-A class trainable rather than a function one: a step per fold is what ASHA counts, and its
-``__repr__`` (the trial's name) is what Ray's actor table and the dashboard's actor view show for the
-trial's actor, where a function trainable shows the same ``ImplicitFunc`` for every trial.
+A class trainable rather than a function one: its ``__repr__`` (the trial's name) is what Ray's actor
+table and the dashboard's actor view show for the trial's actor, where a function trainable shows the
+same ``ImplicitFunc`` for every trial.
 """
 
 from __future__ import annotations
@@ -45,20 +45,24 @@ def trial_config(config: dict[str, Any], spec: dict[str, Any]) -> Config:
 
 
 class RstackTrial(tune.Trainable):
-    """A study's trial: ``setup`` joins the running Ray and the study's Spark host, each ``step``
-    trains the next validation fold and reports the mean so far."""
+    """A study's trial: each ``step`` trains the next validation fold and reports the mean so far. The
+    first step builds its config and joins the running Ray and the study's Spark host: ``setup`` runs
+    before Tune counts the trial as started, and a failure there would have no time in trials.csv."""
 
     # tune.with_parameters hands ``spec`` to setup as a keyword: the override adds it on purpose.
     def setup(self, config: dict[str, Any], spec: dict[str, Any]) -> None:  # type: ignore[override]
-        from rstack.cluster.runtime import Runtime
-
-        self.spec, self.cfg = spec, trial_config(config, spec)
+        self.spec, self.point = spec, config
         self.scores: list[float] = []
-        # Joins this Ray and the study's Spark host, stops neither; its host tasks show as trial_NNNNN:...
-        self.runtime = Runtime(self.cfg.runtime, task_prefix=self.trial_name)
-        self.runtime.start()
+        self.runtime: Runtime | None = None
 
     def step(self) -> dict[str, Any]:
+        if self.runtime is None:
+            from rstack.cluster.runtime import Runtime
+
+            self.cfg = trial_config(self.point, self.spec)
+            # Joins this Ray and the study's Spark host, stops neither; its host tasks show as trial_NNNNN:...
+            self.runtime = Runtime(self.cfg.runtime, task_prefix=self.trial_name)
+            self.runtime.start()
         ends: list[float] = self.spec["ends"]
         k = len(self.scores) + 1
         models = Path(self.spec["out"]) / "trials" / self.trial_name
@@ -66,8 +70,8 @@ class RstackTrial(tune.Trainable):
         self.scores.append(auc)
         return {"fold": k, "fold_auc": auc, METRIC: statistics.fmean(self.scores), "done": k == len(ends)}
 
-    # Tune saves a class trainable when it ends or is paused (ASHA, Ctrl-C) and restores it to go on:
-    # the fold scores so far are its whole state (each fold's run is kept under the trial's folder).
+    # A class trainable must save: Tune saves one at its end by default (an ASHA stop is an end too). The
+    # fold scores are its whole state; nothing in a study restores a trial, but Tune's restore could.
     def save_checkpoint(self, checkpoint_dir: str) -> dict[str, Any]:
         return {"scores": self.scores}
 
