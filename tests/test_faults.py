@@ -195,12 +195,22 @@ def test_a_jvm_error_reaches_the_retry_line_with_its_cause(on_host: Callable[...
             "An error occurred while calling o5.count.\n: java.lang.OutOfMemoryError: Java heap space\n\tat x",
             "java.lang.OutOfMemoryError: Java heap space",
         ),
+        (  # an executor killed by its heap: the driver sees only the shuffle output gone, on the next line
+            "An error occurred while calling o9.fit.\n: org.apache.spark.SparkException: Job aborted due to stage "
+            "failure: ShuffleMapStage 142 (mapPartitions at RandomForest.scala:626) has failed the maximum "
+            "allowable number of times: 4. Most recent failure reason:\norg.apache.spark.shuffle."
+            "MetadataFetchFailedException: Missing an output location for shuffle 37 partition 0\n\tat x",
+            "an executor was lost mid-stage (most often out of memory: give runtime.executor_memory more",
+        ),
     ],
 )
 def test_spark_error_summary_names_the_lost_executor(text: str, want: str) -> None:
     from rstack.cluster.spark_host import spark_error_summary
 
-    assert spark_error_summary(text).startswith(want)
+    summary = spark_error_summary(text)
+    assert summary.startswith(want)
+    # The reason Spark gives on the line after "Most recent failure reason:" is kept.
+    assert "reason:" not in text or summary.endswith("Missing an output location for shuffle 37 partition 0")
 
 
 def test_spark_host_killed_in_level0_and_again_in_levels_1_2_run_completes_with_clean_metrics(

@@ -180,15 +180,27 @@ class SparkJobError(RuntimeError):
 
 
 def spark_error_summary(text: str) -> str:
-    """The first line of a JVM error, led by the lost executor when Spark names one."""
+    """The first line of a JVM error (with the reason Spark puts on the next line, when it does), led by
+    the lost executor when Spark names one, or by what a lost shuffle output means when it does not."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    first = next((ln for ln in lines if not ln.startswith(("An error occurred", "Traceback"))), "")
-    first = first.lstrip(": ")
+    at = next((i for i, ln in enumerate(lines) if not ln.startswith(("An error occurred", "Traceback"))), None)
+    first = lines[at].lstrip(": ") if at is not None else ""
+    if at is not None and first.endswith("reason:") and at + 1 < len(lines):
+        first = f"{first} {lines[at + 1]}"
     lost = re.search(r"ExecutorLostFailure \(executor (\S+?)\)? exited", text) or re.search(
         r"[Ee]xecutor (\S+?) (?:lost|exited)", text
     )
-    head = f"executor {lost.group(1)} was lost: " if lost else ""
-    return head + first[:300]
+    if lost:
+        head = f"executor {lost.group(1)} was lost: "
+    elif re.search(r"FetchFailed|Missing an output location for shuffle", text):
+        # The driver only sees the shuffle files gone; the executor's own log says why it died.
+        head = (
+            "an executor was lost mid-stage (most often out of memory: give runtime.executor_memory more, or "
+            "make the models smaller, e.g. level0.batch_size or feature_subset_strategy): "
+        )
+    else:
+        head = ""
+    return head + first[:400]
 
 
 def portable(exc: Exception) -> Exception:
