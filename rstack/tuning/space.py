@@ -123,7 +123,7 @@ def parse_space(raw: Mapping[str, Any], base: Config, where: str = "the search s
                 raise ConfigError(f"{where}: {key}: give numbers with low < high, got low={low!r}, high={high!r}")
             if log and low <= 0:
                 raise ConfigError(f"{where}: {key}: a log range needs low > 0, got {low!r}")
-            current = base.to_dict()[section].get(str(key).partition(".")[2])  # None: refused below
+            current = _value(base, str(key))  # None (a key the config lacks): refused below
             whole = all(isinstance(x, int) and not isinstance(x, bool) for x in (low, high, current))
             param = Param(key, low=float(low), high=float(high), log=log, integer=whole)
         else:
@@ -142,9 +142,15 @@ def parse_space(raw: Mapping[str, Any], base: Config, where: str = "the search s
     return params
 
 
-def _as_read(base: Config, key: str, value: Any) -> Any:
+def _value(cfg: Config, key: str) -> Any:
+    """The value of a dotted key (``level0.max_depth``) in ``cfg``, as its record writes it; None if absent."""
     section, _, field = key.partition(".")
-    return getattr(getattr(base.replace({key: value}), section), field)
+    return cfg.to_dict()[section].get(field)
+
+
+def _as_read(base: Config, key: str, value: Any) -> Any:
+    read = _value(base.replace({key: value}), key)
+    return tuple(read) if isinstance(read, list) else read  # a choice is kept hashable, as parse_space keeps it
 
 
 def load_space(path: Path | None, base: Config) -> list[Param]:
@@ -224,8 +230,7 @@ def draw_trials(
 
 def base_values(base: Config, params: list[Param]) -> dict[str, Any]:
     """The base config's own value of every searched key: the study's reference trial."""
-    nested = base.to_dict()
-    return {p.key: nested[p.key.partition(".")[0]][p.key.partition(".")[2]] for p in params}
+    return {p.key: _value(base, p.key) for p in params}
 
 
 def covering_base(params: list[Param], base: Config) -> list[Param]:
